@@ -1,0 +1,17 @@
+"""Shared pytest set-up: parsed absl flags (grain reads them) and a compile cache."""
+import os
+import tempfile
+
+from absl import flags
+
+# grain's multiprocessing reads absl flags; under pytest nobody parses them.
+flags.FLAGS.mark_as_parsed()
+
+import jax  # noqa: E402  (after the env tweaks above)
+
+# Re-use XLA compilations across test processes: CPU compiles dominate the suite.
+jax.config.update(
+    "jax_compilation_cache_dir",
+    os.environ.get("I2I_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "i2i_jax_test_cache")),
+)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
