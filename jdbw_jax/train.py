@@ -1,0 +1,213 @@
+"""JD-BW training: data streams, jitted data-parallel step, logging, samples, evaluation."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from i2i_jax import classifier, images, input_pipeline, loop, sharding
+from i2i_jax.checkpoint import Checkpointer, save_config
+from i2i_jax.writers import MetricWriter
+from jdbw_jax.steps import JDBW, TrainState
+
+def per_host_batch_size(config) -> int:
+  """The global batch split over hosts; it must also split evenly over devices."""
+  if config.batch_size % jax.device_count():
+    raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the number of "
+                     f"devices ({jax.device_count()})")
+  return config.batch_size // jax.process_count()
+
+def make_streams(config):
+  """Source and target grain iterators yielding (d + 1)-stacked batches."""
+  batch = per_host_batch_size(config)
+  return {
+      "x": iter(input_pipeline.make_domain_dataset(
+          config.data.source, batch_size=batch, seed=config.seed,
+          steps_per_call=config.d_steps + 1)),
+      "y": iter(input_pipeline.make_domain_dataset(
+          config.data.target, batch_size=batch, seed=config.seed + 1,
+          steps_per_call=config.d_steps + 1)),
+  }
+
+def sharded_batches(streams, mesh):
+  """Pulls one (d + 1)-stacked batch per domain and shards it over the batch axis (1)."""
+  while True:
+    batch = {name: next(it) for name, it in streams.items()}
+    yield sharding.shard_batch(batch, mesh, batch_axis=1)
+
+def make_train_step(model: JDBW, mesh):
+  repl = sharding.replicated_sharding(mesh)
+  return jax.jit(model.train_step, out_shardings=(repl, repl), donate_argnums=(0,))
+
+def fixed_inputs(config, num: int, seed: int):
+  """Deterministic source/target samples (numpy) for grids and evaluation."""
+  return (input_pipeline.fixed_batch(config.data.source, num, seed=seed),
+          input_pipeline.fixed_batch(config.data.target, num, seed=seed))
+
+def make_translate_fn(model: JDBW):
+  """Jitted (state, x, y, zx, zy) -> (Gxy x, Gyx Gxy x, Gyx y, Gxy Gyx y)."""
+
+  @jax.jit
+  def translate(state: TrainState, x, y, zx, zy):
+    p, s = state.g.params, state.g.batch_stats
+    gx, gy, _ = model.translate(p, s, x, y, zx, zy)
+    # Round trip with the same noise: the paper's third rows ("transferred back").
+    back_y, back_x, _ = model.translate(p, s, gy, gx, zx, zy)
+    return gx, back_x, gy, back_y
+
+  return translate
+
+def sample_grids(model: JDBW, translate, state, x, y, noise_rng, num_noise: int = 8):
+  """The paper's figures: source / transferred / transferred-back rows for each
+  direction (Figs. 2, 5, 6), and fixed-noise grids (Figs. 4, 7, 8): row = source,
+  column = one noise vector shared down the column."""
+  n = x.shape[0]
+  k1, k2 = jax.random.split(noise_rng)
+  zx, zy = model.sample_noise(k1, n), model.sample_noise(k2, n)
+  gx, back_x, gy, back_y = jax.device_get(translate(state, x, y, zx, zy))
+  grids = {"x_to_y": images.make_grid([x, gx, back_x]),
+           "y_to_x": images.make_grid([y, gy, back_y])}
+  rows = min(n, 8)
+  z = model.sample_noise(jax.random.key(0), num_noise)  # the same noise at every call
+  src_x = np.repeat(x[:rows], num_noise, axis=0)
+  src_y = np.repeat(y[:rows], num_noise, axis=0)
+  z_tiled = jnp.tile(z, (rows, 1))
+  gx_fixed, _, gy_fixed, _ = jax.device_get(translate(state, src_x, src_y, z_tiled, z_tiled))
+  grids["x_to_y_fixed_noise"] = images.make_grid(
+      [np.concatenate([x[r:r + 1], gx_fixed[r * num_noise:(r + 1) * num_noise]])
+       for r in range(rows)])
+  grids["y_to_x_fixed_noise"] = images.make_grid(
+      [np.concatenate([y[r:r + 1], gy_fixed[r * num_noise:(r + 1) * num_noise]])
+       for r in range(rows)])
+  return grids
+
+class ClassMatchingEvaluator:
+  """Class-matching rate of both directions, judged by classifiers of the other domain.
+
+  Classifiers are trained once per workdir (on each domain's labelled stream) and
+  cached next to the checkpoints, so resumed runs and `evaluate` reuse them.
+  """
+
+  def __init__(self, config, workdir, x_shape, y_shape):
+    self.config = config
+    self.num_classes = config.data.num_classes
+    self.params = {}
+    for name, domain, shape in (("x", config.data.source, x_shape),
+                                ("y", config.data.target, y_shape)):
+      path = os.path.join(workdir, f"classifier_{name}.msgpack")
+      if os.path.exists(path):
+        self.params[name] = classifier.load_params(path, self.num_classes, shape)
+        continue
+      logging.info("Training the %s-domain classifier for class-matching evaluation.", name)
+      stream = iter(input_pipeline.make_domain_dataset(
+          domain, batch_size=config.eval.classifier_batch, seed=config.seed + 7, shard_index=0,
+          shard_count=1))
+      self.params[name] = classifier.train_classifier(
+          stream, self.num_classes, shape, steps=config.eval.classifier_steps,
+          seed=config.seed, log_fn=logging.info)
+      if jax.process_index() == 0:
+        classifier.save_params(path, self.params[name])
+    self.x, self.y = fixed_inputs(config, config.num_eval, seed=config.seed + 11)
+
+  def __call__(self, model: JDBW, translate, state) -> dict[str, float]:
+    n = self.x["image"].shape[0]
+    k1, k2 = jax.random.split(jax.random.key(self.config.seed + 13))
+    gx, _, gy, _ = jax.device_get(translate(state, self.x["image"], self.y["image"],
+                                            model.sample_noise(k1, n), model.sample_noise(k2, n)))
+    pred_y = classifier.predict(self.params["y"], gx, self.num_classes)
+    pred_x = classifier.predict(self.params["x"], gy, self.num_classes)
+    return {
+        "class_match_x_to_y": classifier.accuracy(pred_y, self.x["label"]),
+        "class_match_y_to_x": classifier.accuracy(pred_x, self.y["label"]),
+        # Sanity of the judges themselves, on real images of their own domain.
+        "classifier_acc_y": classifier.accuracy(
+            classifier.predict(self.params["y"], self.y["image"], self.num_classes),
+            self.y["label"]),
+        "classifier_acc_x": classifier.accuracy(
+            classifier.predict(self.params["x"], self.x["image"], self.num_classes),
+            self.x["label"]),
+    }
+
+def scalar_metrics(metrics, num_classes: int) -> dict[str, float]:
+  """Flattens per-class vectors into scalars like class_share_x/3 for TensorBoard."""
+  out = {}
+  for key, value in metrics.items():
+    value = np.asarray(value)
+    if value.ndim == 0:
+      out[key] = float(value)
+    else:
+      out.update({f"{key}/{c}": float(v) for c, v in enumerate(value[:num_classes])})
+  return out
+
+def restore_or_init(model: JDBW, config, checkpointer: Checkpointer, streams):
+  state = model.init_state(jax.random.key(config.seed))
+  restored = checkpointer.restore(state, {f"data_{k}": it for k, it in streams.items()})
+  if restored is None:
+    return state, 0
+  state, step = restored
+  logging.info("Resumed from the checkpoint at step %d.", step)
+  return state, step
+
+def train_and_evaluate(config, workdir: str) -> TrainState:
+  """Trains JD-BW on config's source/target domains; workdir holds everything of the run.
+
+  Re-running with the same workdir resumes from its latest checkpoint.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  save_config(workdir, config)
+  mesh = sharding.make_data_mesh()
+  logging.info("Devices: %s (processes: %d)", jax.devices(), jax.process_count())
+  streams = make_streams(config)
+  sample_x, sample_y = fixed_inputs(config, config.num_samples, seed=config.seed)
+  x_shape, y_shape = sample_x["image"].shape[1:], sample_y["image"].shape[1:]
+  model = JDBW(config, x_shape, y_shape)
+
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
+                              max_to_keep=config.max_to_keep,
+                              save_interval_steps=config.checkpoint_every)
+  state, start_step = restore_or_init(model, config, checkpointer, streams)
+  state = sharding.replicate(state, mesh)
+  train_step = make_train_step(model, mesh)
+  translate = make_translate_fn(model)
+  writer = MetricWriter(os.path.join(workdir, "tensorboard"))
+  if start_step == 0:
+    writer.write_hparams(config.to_dict())
+
+  evaluator = None
+  if config.data.num_classes and config.eval.classifier_steps:
+    evaluator = ClassMatchingEvaluator(config, workdir, x_shape, y_shape)
+
+  def on_metrics(step, metrics):
+    scalars = scalar_metrics(metrics, config.data.num_classes)
+    if scalars.get("finite", 1.0) < 1.0:
+      logging.warning("Step %d: non-finite losses or gradients in %.0f%% of the last steps; "
+                      "those updates were skipped.", step, 100 * (1 - scalars["finite"]))
+    writer.write_scalars(step, scalars)
+
+  def write_samples(step, state):
+    grids = sample_grids(model, translate, state, sample_x["image"], sample_y["image"],
+                         jax.random.key(config.seed + step))
+    writer.write_images(step, grids)
+    if jax.process_index() == 0:
+      for name, grid in grids.items():
+        images.save_png(os.path.join(workdir, "samples", f"{name}_{step:07d}.png"), grid)
+
+  def evaluate(step, state):
+    rates = evaluator(model, translate, state)
+    logging.info("Step %d: %s", step, {k: round(v, 4) for k, v in rates.items()})
+    writer.write_scalars(step, {f"eval/{k}": v for k, v in rates.items()})
+
+  actions = [loop.PeriodicAction(config.sample_every, write_samples)]
+  if evaluator is not None:
+    actions.append(loop.PeriodicAction(config.eval_every, evaluate))
+  state = loop.run(state=state, step_fn=train_step, batches=sharded_batches(streams, mesh),
+                   start_step=start_step, num_steps=config.num_steps, checkpointer=checkpointer,
+                   data_iterators={f"data_{k}": it for k, it in streams.items()},
+                   on_metrics=on_metrics, log_every=config.log_every, actions=tuple(actions),
+                   writer=writer)
+  writer.flush()
+  writer.close()
+  checkpointer.close()
+  return state
