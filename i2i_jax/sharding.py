@@ -1,0 +1,80 @@
+"""Data parallelism: one mesh axis "data" over every device of every host.
+
+The training state is replicated and each batch is split along its batch axis;
+`jax.jit` then partitions the step and inserts the gradient all-reduces itself.
+"""
+
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def make_data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 1-D mesh with axis "data" over `devices` (default: all devices, all hosts).
+
+  The axis is `Auto`, not `jax.make_mesh`'s default `Explicit`: with Explicit
+  axes shardings become part of array types and some ops (e.g. reshapes that
+  merge a sharded dim) then demand explicit `out_sharding`s, whereas the steps
+  here are plain `jax.jit` functions that rely on the compiler propagating the
+  input shardings.
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  return jax.make_mesh((len(devices),), (DATA_AXIS,),
+                       axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh, batch_axis: int = 0, ndim: int | None = None) -> NamedSharding:
+  """Splits axis `batch_axis` over "data"; other axes are replicated.
+
+  JD-BW feeds stacked batches (steps, B, H, W, C), hence `batch_axis=1` there.
+  With `ndim` the spec names every axis, and a negative `batch_axis` counts
+  from the end.
+  """
+  if ndim is None:
+    if batch_axis < 0:
+      raise ValueError(f"a negative batch_axis ({batch_axis}) needs ndim")
+    return NamedSharding(mesh, PartitionSpec(*[None] * batch_axis, DATA_AXIS))
+  if not -ndim <= batch_axis < ndim:
+    raise ValueError(f"batch_axis {batch_axis} is out of range for {ndim} dims")
+  spec = [None] * ndim
+  spec[batch_axis] = DATA_AXIS
+  return NamedSharding(mesh, PartitionSpec(*spec))
+
+
+def replicate(tree, mesh: Mesh):
+  """Copies a pytree onto every device of `mesh`.
+
+  Multi-host: every process must pass the same values (e.g. parameters
+  initialised from the same seed); jax checks that. The result never aliases
+  the input, so donating it to a jitted step cannot delete the caller's arrays.
+  """
+  return jax.device_put(tree, replicated_sharding(mesh), may_alias=False)
+
+
+def shard_batch(tree, mesh: Mesh, batch_axis: int = 0):
+  """Host-local numpy batches -> global arrays split along `batch_axis` over "data".
+
+  Each process passes only its own part of the global batch (as a grain
+  iterator on that host yields it); the global batch is the concatenation over
+  processes. The local batch must divide evenly over this host's devices.
+  """
+  n_local = len(replicated_sharding(mesh).addressable_devices)
+
+  def shard(path, leaf):
+    x = np.asarray(leaf)
+    if x.ndim <= batch_axis or x.shape[batch_axis] % n_local:
+      raise ValueError(
+          f"batch leaf {jax.tree_util.keystr(path) or '<root>'} with shape {x.shape} "
+          f"cannot be split along axis {batch_axis} over {n_local} local devices; "
+          f"make the per-host batch size a multiple of {n_local}")
+    return jax.make_array_from_process_local_data(batch_sharding(mesh, batch_axis, x.ndim), x)
+
+  return jax.tree_util.tree_map_with_path(shard, tree)
