@@ -12,7 +12,8 @@ import importlib.util
 import os
 import pathlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import ml_collections
 import numpy as np
@@ -237,6 +238,11 @@ class ImageFolderSource:
   def __len__(self) -> int:
     return len(self._paths)
 
+  @property
+  def paths(self) -> list[str]:
+    """File of each record, in record order."""
+    return list(self._paths)
+
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     return {"image": decode_image(self._paths[index], self.channels),
             "label": self._labels[index]}
@@ -285,6 +291,34 @@ def decode_image(path: str | os.PathLike, channels: int) -> np.ndarray:
     raise ValueError(f"cannot decode image file {path}: {e}") from e
   array = np.asarray(image, np.uint8)
   return array[..., None] if channels == 1 else array
+
+
+class RelabelledUnion:
+  """Several sources read as one, each record carrying a label given per source.
+
+  BalaGAN trains on the union of both domains labelled by modality: the source
+  domain's images by their cluster, the target domain's by its own class index.
+  """
+
+  def __init__(self, parts: Sequence[tuple[Any, np.ndarray]]):
+    self._parts = [source for source, _ in parts]
+    self._labels = np.concatenate([np.asarray(labels, np.int32) for _, labels in parts])
+    for source, labels in parts:
+      if len(source) != len(labels):
+        raise ValueError(f"{len(labels)} labels given for a source of {len(source)} records")
+    self._offsets = np.cumsum([0] + [len(source) for source in self._parts])
+    self.num_classes = int(self._labels.max()) + 1 if len(self._labels) else None
+
+  def __len__(self) -> int:
+    return int(self._offsets[-1])
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    part = int(np.searchsorted(self._offsets, index, side="right")) - 1
+    record = self._parts[part][index - int(self._offsets[part])]
+    return {"image": record["image"], "label": self._labels[index]}
+
+  def all_labels(self) -> np.ndarray:
+    return self._labels
 
 
 def source_labels(source) -> np.ndarray | None:

@@ -75,9 +75,9 @@ def _augment(cfg: ml_collections.ConfigDict, train: bool):
                    f"valid: {AUGMENTS}")
 
 
-def _source(cfg: ml_collections.ConfigDict, seed: int):
-  """The domain's source, re-sampled to `cfg.class_probs` if set."""
-  source = datasets.build_source(cfg)
+def _source(cfg: ml_collections.ConfigDict, seed: int, source=None):
+  """The domain's source (or the given one), re-sampled to `cfg.class_probs` if set."""
+  source = datasets.build_source(cfg) if source is None else source
   if not len(source):
     raise ValueError(f"{describe_domain(cfg)} has no records")
   if not cfg.class_probs:
@@ -90,7 +90,7 @@ def _source(cfg: ml_collections.ConfigDict, seed: int):
 
 
 def _records(cfg: ml_collections.ConfigDict, *, seed: int, train: bool,
-             repeat: bool) -> grain.MapDataset:
+             repeat: bool, source=None) -> grain.MapDataset:
   """Shuffled (and repeated) float records of exactly the configured shape.
 
   The augmentation comes after shuffling and repeating, so every epoch sees
@@ -98,7 +98,7 @@ def _records(cfg: ml_collections.ConfigDict, *, seed: int, train: bool,
   does not depend on the number of hosts. One record is computed right away so
   that a misconfigured domain fails here, with a message naming it.
   """
-  ds = grain.MapDataset.source(_source(cfg, seed)).shuffle(seed=seed)
+  ds = grain.MapDataset.source(_source(cfg, seed, source)).shuffle(seed=seed)
   if repeat:
     ds = ds.repeat()
   augment = _augment(cfg, train)
@@ -118,7 +118,7 @@ def _records(cfg: ml_collections.ConfigDict, *, seed: int, train: bool,
 def make_domain_dataset(cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int,
                         steps_per_call: int = 1, train: bool = True,
                         shard_index: int | None = None,
-                        shard_count: int | None = None) -> grain.IterDataset:
+                        shard_count: int | None = None, source=None) -> grain.IterDataset:
   """Batches `{"image": float32 (B, S, S, C) in [-1, 1], "label": int32 (B,)}` of a domain.
 
   Args:
@@ -133,6 +133,9 @@ def make_domain_dataset(cfg: ml_collections.ConfigDict, *, batch_size: int, seed
       jax.process_index() / jax.process_count(). Hosts read disjoint, interleaved
       elements of one global stream, so together they see what one host with the
       global batch would.
+    source: read this random-access source instead of building one from `cfg`
+      (e.g. BalaGAN's modality-labelled union of both domains); the rest of `cfg`
+      (re-sampling, augmentation, shape) still applies.
 
   Returns:
     A grain IterDataset; its iterators support get_state/set_state and orbax
@@ -145,7 +148,7 @@ def make_domain_dataset(cfg: ml_collections.ConfigDict, *, batch_size: int, seed
   shard_count = jax.process_count() if shard_count is None else shard_count
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index {shard_index} is not in [0, shard_count={shard_count})")
-  ds = _records(cfg, seed=seed, train=train, repeat=train)
+  ds = _records(cfg, seed=seed, train=train, repeat=train, source=source)
   ds = ds[shard_index::shard_count].batch(batch_size, drop_remainder=True)
   if steps_per_call > 1:
     ds = ds.batch(steps_per_call, drop_remainder=True)
@@ -156,7 +159,8 @@ def make_domain_dataset(cfg: ml_collections.ConfigDict, *, batch_size: int, seed
   return it
 
 
-def fixed_batch(cfg: ml_collections.ConfigDict, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+def fixed_batch(cfg: ml_collections.ConfigDict, n: int, seed: int = 0,
+                source=None) -> dict[str, np.ndarray]:
   """`n` deterministic samples `{"image": float32 (n, S, S, C), "label": int32 (n,)}`.
 
   Evaluation-mode augmentation (centred crops, no flips), the same for a given
@@ -164,7 +168,7 @@ def fixed_batch(cfg: ml_collections.ConfigDict, n: int, seed: int = 0) -> dict[s
   """
   if n < 1:
     raise ValueError(f"n must be positive, got {n}")
-  return _records(cfg, seed=seed, train=False, repeat=True)[:n].batch(n)[0]
+  return _records(cfg, seed=seed, train=False, repeat=True, source=source)[:n].batch(n)[0]
 
 
 def class_count(cfg: ml_collections.ConfigDict) -> int | None:

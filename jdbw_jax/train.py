@@ -142,7 +142,7 @@ def scalar_metrics(metrics, num_classes: int) -> dict[str, float]:
   return out
 
 def restore_or_init(model: JDBW, config, checkpointer: Checkpointer, streams):
-  state = model.init_state(jax.random.key(config.seed))
+  state = jax.jit(model.init_state)(jax.random.key(config.seed))
   restored = checkpointer.restore(state, {f"data_{k}": it for k, it in streams.items()})
   if restored is None:
     return state, 0
