@@ -144,7 +144,8 @@ class TfdsSource:
     data_dir: where the prepared dataset lives; None for tfds' default
       (~/tensorflow_datasets or $TFDS_DATA_DIR).
     image_key: feature holding the image; (H, W) images get a channel axis.
-    label_key: feature holding the label; None or "" for unlabelled data.
+    label_key: feature holding the label; None or "" for unlabelled data. Nested
+      features use "/", e.g. "attributes/Male" for CelebA's gender (bools -> 0/1).
 
   Raises:
     DatasetUnavailableError: the dataset is not prepared as array_record there.
@@ -155,15 +156,14 @@ class TfdsSource:
     builder = _prepared_builder(name, data_dir)
     features = builder.info.features
     for key in (image_key, label_key):
-      if key and key not in features:
-        raise ValueError(f"tfds dataset {name!r} has no feature {key!r}; "
-                         f"features: {sorted(features.keys())}")
+      if key:
+        _nested_feature(features, key, name)
     self._image_key, self._label_key = image_key, label_key or None
     self._source = builder.as_data_source(split=split)
     # The same records without decoding images, to read every label cheaply.
     self._label_source = builder.as_data_source(
         split=split, decoders={image_key: tfds.decode.SkipDecoding()}) if label_key else None
-    label_feature = features[label_key] if label_key else None
+    label_feature = _nested_feature(features, label_key, name) if label_key else None
     self.num_classes = getattr(label_feature, "num_classes", None)
 
   def __len__(self) -> int:
@@ -176,13 +176,50 @@ class TfdsSource:
     image = np.asarray(example[self._image_key], np.uint8)
     if image.ndim == 2:
       image = image[..., None]
-    label = example[self._label_key] if self._label_key else NO_LABEL
+    label = _nested(example, self._label_key) if self._label_key else NO_LABEL
     return {"image": image, "label": np.int32(label)}
 
   def all_labels(self) -> np.ndarray:
     if self._label_source is None:
       return np.full(len(self), NO_LABEL, np.int32)
-    return np.array([example[self._label_key] for example in self._label_source], np.int32)
+    return np.array([_nested(example, self._label_key) for example in self._label_source],
+                    np.int32)
+
+
+def _nested(example, key: str):
+  for part in key.split("/"):
+    example = example[part]
+  return example
+
+
+def _nested_feature(features, key: str, name: str):
+  """features[a][b] for key "a/b", or an error listing what the dataset has."""
+  node = features
+  for part in key.split("/"):
+    if part not in node.keys():
+      raise ValueError(f"tfds dataset {name!r} has no feature {key!r}; features at that "
+                       f"level: {sorted(node.keys())}")
+    node = node[part]
+  return node
+
+
+class SubsetSource:
+  """The records of `base` at `indices`, in that order (e.g. only CelebA's men)."""
+
+  def __init__(self, base, indices: np.ndarray, labels: np.ndarray | None = None):
+    self._base, self._indices = base, np.asarray(indices, np.int64)
+    self._labels = None if labels is None else np.asarray(labels, np.int32)[self._indices]
+    self.num_classes = getattr(base, "num_classes", None)
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    return self._base[int(self._indices[index])]
+
+  def all_labels(self) -> np.ndarray:
+    return self._labels if self._labels is not None else np.array(
+        [self[i]["label"] for i in range(len(self))], np.int32)
 
 
 def _prepared_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
@@ -358,4 +395,16 @@ def build_source(cfg: ml_collections.ConfigDict):
   """The source a domain config describes (see `input_pipeline.default_domain_config`)."""
   if cfg.kind not in _SOURCE_BUILDERS:
     raise ValueError(f"unknown data kind {cfg.kind!r}; valid kinds: {sorted(_SOURCE_BUILDERS)}")
-  return _SOURCE_BUILDERS[cfg.kind](cfg)
+  source = _SOURCE_BUILDERS[cfg.kind](cfg)
+  if cfg.keep_label < 0 and cfg.max_records <= 0:
+    return source
+  labels = source_labels(source)
+  indices = np.arange(len(source))
+  if cfg.keep_label >= 0:
+    if labels is None:
+      raise ValueError(f"keep_label={cfg.keep_label} needs labels, but the {cfg.kind} source "
+                       f"{cfg.name or cfg.path or cfg.split!r} has none (set label_key)")
+    indices = indices[labels == cfg.keep_label]
+  if cfg.max_records > 0:
+    indices = indices[:cfg.max_records]
+  return SubsetSource(source, indices, labels)

@@ -36,6 +36,10 @@ def default_domain_config() -> ml_collections.ConfigDict:
   cfg.path = ""  # image folder (kind "folder"); class subfolders give labels
   cfg.image_key = "image"  # tfds feature names; label_key "" = unlabelled
   cfg.label_key = "label"
+  # Sub-domains: keep only records of this label (-1 = all), e.g. CelebA's women with
+  # label_key "attributes/Male" and keep_label 0; then at most max_records (0 = all).
+  cfg.keep_label = -1
+  cfg.max_records = 0
   cfg.image_size = 32  # output images are image_size x image_size x channels
   cfg.channels = 1
   # Re-sample classes to these frequencies (e.g. skewed_class_probs()); None = as is.
@@ -47,6 +51,9 @@ def default_domain_config() -> ml_collections.ConfigDict:
   cfg.sr_pad = 8  # "sr_mnist": pad, rotate, random sr_crop x sr_crop crop, resize
   cfg.sr_crop = 40  # 28 + 2 * 8 = 44 -> crop 40 -> 32: digits at scale 0.8
   cfg.sr_max_angle = math.pi / 12
+  # Paint grey images (RGB 0-255 triples; both set or neither), e.g. a styled digit domain.
+  cfg.colorize_foreground = placeholder(tuple)
+  cfg.colorize_background = placeholder(tuple)
   cfg.num_workers = 0  # grain worker processes; 0 = read in the training process
   return cfg
 
@@ -106,6 +113,9 @@ def _records(cfg: ml_collections.ConfigDict, *, seed: int, train: bool,
     ds = ds.random_map(augment, seed=seed)
   elif augment is not None:
     ds = ds.map(augment)
+  if cfg.colorize_foreground or cfg.colorize_background:
+    ds = ds.map(transforms.Colorize(tuple(cfg.colorize_foreground),
+                                    tuple(cfg.colorize_background)))
   shape = (cfg.image_size, cfg.image_size, cfg.channels)
   ds = (ds.map(transforms.ToChannels(cfg.channels))
         .map(transforms.ExpectShape(shape, f"{describe_domain(cfg)} with augment "

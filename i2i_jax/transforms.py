@@ -204,6 +204,23 @@ class ToChannels(grain.transforms.Map):
 
 
 @dataclasses.dataclass(frozen=True)
+class Colorize(grain.transforms.Map):
+  """Paints a grey image: black becomes `background`, white `foreground` (RGB).
+
+  Gives the embedded digits a second, differently styled domain without downloads.
+  """
+
+  foreground: tuple[int, int, int]
+  background: tuple[int, int, int]
+
+  def map(self, element):
+    image = element["image"]
+    grey = image.astype(np.float32).mean(axis=-1, keepdims=True) / 255.0
+    fg, bg = np.asarray(self.foreground, np.float32), np.asarray(self.background, np.float32)
+    return {**element, "image": np.round(bg + (fg - bg) * grey).astype(np.uint8)}
+
+
+@dataclasses.dataclass(frozen=True)
 class ExpectShape(grain.transforms.Map):
   """Fails with `context` in the message unless the image has shape `shape`.
 

@@ -274,3 +274,35 @@ def test_build_source_dispatch_and_errors():
   cfg.kind = "folder"
   with pytest.raises(ValueError, match="needs a directory"):
     datasets.build_source(cfg)
+
+
+def test_keep_label_and_max_records_select_a_sub_domain():
+  cfg = default_domain_config()
+  cfg.split = "train"
+  cfg.keep_label, cfg.max_records = 7, 100
+  source = datasets.build_source(cfg)
+  assert len(source) == 100
+  assert set(datasets.source_labels(source).tolist()) == {7}
+  assert all(int(source[i]["label"]) == 7 for i in range(0, 100, 17))
+  cfg.keep_label = -1
+  assert len(datasets.build_source(cfg)) == 100
+
+
+def test_keep_label_needs_labels(tmp_path):
+  _save(tmp_path / "a.png", "L", (8, 8))
+  cfg = default_domain_config()
+  cfg.kind, cfg.path, cfg.split, cfg.keep_label = "folder", str(tmp_path), "all", 1
+  with pytest.raises(ValueError, match="keep_label=1 needs labels"):
+    datasets.build_source(cfg)
+
+
+def test_relabelled_union_concatenates_with_given_labels():
+  a = datasets.embedded_mnist_source("test")
+  b = datasets.embedded_mnist_source("train[:10]")
+  union = datasets.RelabelledUnion([(a, np.zeros(len(a))), (b, np.full(len(b), 3))])
+  assert len(union) == len(a) + len(b)
+  assert int(union[len(a) - 1]["label"]) == 0 and int(union[len(a)]["label"]) == 3
+  np.testing.assert_array_equal(union[len(a) + 2]["image"], b[2]["image"])
+  assert union.num_classes == 4
+  with pytest.raises(ValueError, match="3 labels given for a source of 500 records"):
+    datasets.RelabelledUnion([(a, np.zeros(3))])

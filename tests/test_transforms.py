@@ -191,3 +191,11 @@ def test_transforms_and_sources_pickle():
     assert pickle.loads(pickle.dumps(obj)) is not None
   restored = pickle.loads(pickle.dumps(objects[-1]))
   np.testing.assert_array_equal(restored[3]["image"], objects[-1][3]["image"])
+
+
+def test_colorize_paints_black_and_white():
+  image = np.array([[[0], [255]]], np.uint8)
+  out = transforms.Colorize((255, 190, 40), (20, 30, 90)).map({"image": image, "label": 1})
+  np.testing.assert_array_equal(out["image"][0, 0], [20, 30, 90])
+  np.testing.assert_array_equal(out["image"][0, 1], [255, 190, 40])
+  assert out["label"] == 1
