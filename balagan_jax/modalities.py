@@ -574,7 +574,8 @@ def write_inspection(config, workdir: str, mods: Modalities, sources=None) -> No
 
 
 def _sources(config):
-  return (datasets.build_source(config.data.source), datasets.build_source(config.data.target))
+  return (input_pipeline.domain_source(config.data.source),
+          input_pipeline.domain_source(config.data.target))
 
 
 def find_modalities(config: ml_collections.ConfigDict, workdir: str) -> Modalities:

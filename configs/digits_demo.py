@@ -38,5 +38,5 @@ def get_config():
   config.eval_every = 150
   config.checkpoint_every = 50
   config.num_eval = 500
-  config.eval.classifier_steps = 300
+  config.eval.classifier_steps = 200
   return config

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from etils import epath
 from flax import serialization
 
 
@@ -82,13 +83,11 @@ def accuracy(predicted, labels) -> float:
 
 
 def save_params(path: str, params) -> None:
-  with open(path, "wb") as f:
-    f.write(serialization.to_bytes(params))
+  epath.Path(path).write_bytes(serialization.to_bytes(params))
 
 
 def load_params(path: str, num_classes: int, image_shape):
   """Restores params saved by `save_params`; the template fixes shapes and dtypes."""
   template = DomainClassifier(num_classes).init(
       jax.random.key(0), jnp.zeros((1,) + tuple(image_shape)))["params"]
-  with open(path, "rb") as f:
-    return serialization.from_bytes(template, f.read())
+  return serialization.from_bytes(template, epath.Path(path).read_bytes())

@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
 
@@ -72,6 +73,8 @@ def save_png(path: str | os.PathLike, image) -> None:
   image = to_uint8(image)
   if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
     raise ValueError(f"expected an (H, W, C) image with C in (1, 3, 4), got {image.shape}")
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  path = epath.Path(path)  # local paths and gs:// alike
+  path.parent.mkdir(parents=True, exist_ok=True)
   # A 2-D uint8 array becomes a mode "L" (grey) image.
-  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
+  with path.open("wb") as f:
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(f, format="PNG")

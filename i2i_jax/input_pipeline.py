@@ -82,9 +82,18 @@ def _augment(cfg: ml_collections.ConfigDict, train: bool):
                    f"valid: {AUGMENTS}")
 
 
+def domain_source(cfg: ml_collections.ConfigDict):
+  """The domain's records before augmentation: its source plus any colorization."""
+  source = datasets.build_source(cfg)
+  if cfg.colorize_foreground or cfg.colorize_background:
+    source = transforms.MappedSource(source, transforms.Colorize(
+        tuple(cfg.colorize_foreground), tuple(cfg.colorize_background)))
+  return source
+
+
 def _source(cfg: ml_collections.ConfigDict, seed: int, source=None):
   """The domain's source (or the given one), re-sampled to `cfg.class_probs` if set."""
-  source = datasets.build_source(cfg) if source is None else source
+  source = domain_source(cfg) if source is None else source
   if not len(source):
     raise ValueError(f"{describe_domain(cfg)} has no records")
   if not cfg.class_probs:
@@ -113,9 +122,6 @@ def _records(cfg: ml_collections.ConfigDict, *, seed: int, train: bool,
     ds = ds.random_map(augment, seed=seed)
   elif augment is not None:
     ds = ds.map(augment)
-  if cfg.colorize_foreground or cfg.colorize_background:
-    ds = ds.map(transforms.Colorize(tuple(cfg.colorize_foreground),
-                                    tuple(cfg.colorize_background)))
   shape = (cfg.image_size, cfg.image_size, cfg.channels)
   ds = (ds.map(transforms.ToChannels(cfg.channels))
         .map(transforms.ExpectShape(shape, f"{describe_domain(cfg)} with augment "

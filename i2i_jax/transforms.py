@@ -203,6 +203,28 @@ class ToChannels(grain.transforms.Map):
     return {**element, "image": image}
 
 
+class MappedSource:
+  """A random-access source whose records pass through a deterministic `transform`.
+
+  Domain-defining transforms (e.g. Colorize) belong to the source, so every consumer
+  of the domain (training streams, evaluation batches, BalaGAN's union of domains)
+  sees the same images.
+  """
+
+  def __init__(self, base, transform: grain.transforms.Map):
+    self._base, self._transform = base, transform
+    self.num_classes = getattr(base, "num_classes", None)
+
+  def __len__(self) -> int:
+    return len(self._base)
+
+  def __getitem__(self, index: int):
+    return self._transform.map(self._base[index])
+
+  def all_labels(self):
+    return self._base.all_labels()
+
+
 @dataclasses.dataclass(frozen=True)
 class Colorize(grain.transforms.Map):
   """Paints a grey image: black becomes `background`, white `foreground` (RGB).

@@ -36,7 +36,10 @@ class MetricWriter:
 
   def __init__(self, logdir: str | os.PathLike, *, enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
-    self._writer = (tensorboardX.SummaryWriter(logdir=os.fspath(logdir))
+    # A per-process suffix: tensorboardX names files by the second, so two writers
+    # opened on one directory within a second would otherwise overwrite each other.
+    self._writer = (tensorboardX.SummaryWriter(logdir=os.fspath(logdir),
+                                               filename_suffix=f".{os.getpid()}.{id(self)}")
                     if self.enabled else None)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):

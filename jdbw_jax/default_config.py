@@ -22,6 +22,9 @@ def get_config() -> ml_collections.ConfigDict:
   # 32x32 models: batch 128 and 5 critic steps per generator step (Section 4.4).
   config.batch_size = 128  # global, split over all devices
   config.d_steps = 5
+  # How the d critic steps run inside the one jitted step: "scan", "unrolled", or
+  # "auto" (unrolled on CPU, where XLA runs convs in while loops slowly; else scan).
+  config.critic_loop = "auto"
   config.num_steps = 50_000  # generator steps (50k for MNIST-SR, 250k for MNIST-SVHN)
 
   config.optim = ml_collections.ConfigDict()

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from etils import epath
 
 from i2i_jax import classifier, images, input_pipeline, loop, sharding
 from i2i_jax.checkpoint import Checkpointer, save_config
@@ -97,7 +98,7 @@ class ClassMatchingEvaluator:
     for name, domain, shape in (("x", config.data.source, x_shape),
                                 ("y", config.data.target, y_shape)):
       path = os.path.join(workdir, f"classifier_{name}.msgpack")
-      if os.path.exists(path):
+      if epath.Path(path).exists():
         self.params[name] = classifier.load_params(path, self.num_classes, shape)
         continue
       logging.info("Training the %s-domain classifier for class-matching evaluation.", name)
@@ -155,7 +156,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
 
   Re-running with the same workdir resumes from its latest checkpoint.
   """
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   save_config(workdir, config)
   mesh = sharding.make_data_mesh()
   logging.info("Devices: %s (processes: %d)", jax.devices(), jax.process_count())

@@ -22,18 +22,22 @@ from i2i_jax.checkpoint import Checkpointer
 from jdbw_jax.steps import JDBW
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Training workdir (holds config.json and checkpoints/).")
-flags.DEFINE_string("input", None, "Image file or folder of images to translate.")
-flags.DEFINE_string("tfds", None, "Instead of --input: a tfds dataset as NAME:SPLIT.")
-flags.DEFINE_string("data_dir", "", "tfds data_dir for --tfds.")
-flags.DEFINE_enum("direction", "x_to_y", ["x_to_y", "y_to_x"], "Translation direction.")
-flags.DEFINE_string("output", None, "Output folder.")
-flags.DEFINE_integer("num_noise", 1, "Translations per input, one per noise vector.")
-flags.DEFINE_integer("max_images", 0, "Translate at most this many inputs (0 = all).")
-flags.DEFINE_integer("batch_size", 64, "Inputs per jitted call.")
-flags.DEFINE_integer("seed", 0, "Seed of the noise vectors.")
-flags.DEFINE_integer("step", 0, "Checkpoint step to use (0 = latest).")
-flags.mark_flags_as_required(["workdir", "output"])
+
+
+def define_flags():
+  """Defined on demand: jdbw_jax and balagan_jax translate share flag names."""
+  flags.DEFINE_string("workdir", None, "Training workdir (holds config.json and checkpoints/).")
+  flags.DEFINE_string("input", None, "Image file or folder of images to translate.")
+  flags.DEFINE_string("tfds", None, "Instead of --input: a tfds dataset as NAME:SPLIT.")
+  flags.DEFINE_string("data_dir", "", "tfds data_dir for --tfds.")
+  flags.DEFINE_enum("direction", "x_to_y", ["x_to_y", "y_to_x"], "Translation direction.")
+  flags.DEFINE_string("output", None, "Output folder.")
+  flags.DEFINE_integer("num_noise", 1, "Translations per input, one per noise vector.")
+  flags.DEFINE_integer("max_images", 0, "Translate at most this many inputs (0 = all).")
+  flags.DEFINE_integer("batch_size", 64, "Inputs per jitted call.")
+  flags.DEFINE_integer("seed", 0, "Seed of the noise vectors.")
+  flags.DEFINE_integer("step", 0, "Checkpoint step to use (0 = latest).")
+  flags.mark_flags_as_required(["workdir", "output"])
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -127,4 +131,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -11,7 +11,7 @@ def tiny_config(**overrides):
   """The embedded demo shrunk to a few channels; still 32x32, as Tables 1 and 2 need."""
   config = digits_demo.get_config()
   config.batch_size = 8
-  config.d_steps = 2
+  config.d_steps = 1
   config.model.g_features = 8
   config.model.d_levels = ((4, 8), (8, 8), (8, 16))
   config.model.w_features = 4

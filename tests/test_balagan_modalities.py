@@ -14,41 +14,7 @@ from PIL import Image
 from balagan_jax import clustering, default_config, modalities
 from i2i_jax import datasets, input_pipeline, writers
 
-NUM_SOURCE, NUM_TARGET = 200, 40
-
-
-def tiny_config(**overrides):
-  """Digits 0-9 (200) as A, 40 other digits as B; a two-block encoder of width 4."""
-  config = default_config.get_config()
-  for domain, split in ((config.data.source, f"train[:{NUM_SOURCE}]"),
-                        (config.data.target, f"train[{NUM_SOURCE}:{NUM_SOURCE + NUM_TARGET}]")):
-    domain.kind = "embedded_mnist"
-    domain.split = split
-    domain.augment = "pad"
-    domain.flip = False
-    domain.channels = 3
-    domain.image_size = 32
-    domain.label_key = "label"
-  enc = config.encoder
-  enc.batch_size = 16
-  enc.width = 4
-  enc.stem = "cifar"
-  enc.stage_sizes = (1, 1)
-  enc.projection_dim = 8
-  enc.augmentations = ("crop", "horizontal_flip")
-  enc.num_steps = 3
-  enc.log_every = 1
-  enc.checkpoint_every = 2
-  config.modalities.kmeans_iters = 5
-  config.modalities.kmeans_restarts = 2
-  config.modalities.grid_samples = 4
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
-  return config
+from balagan_tiny import NUM_SOURCE, NUM_TARGET, tiny_config
 
 
 def checkpoint_steps(workdir) -> list[int]:

@@ -44,11 +44,34 @@ def test_one_step_updates_generators_critic_and_weights(model_and_state):
   assert float(metrics["weight_x_ratio"]) <= float(metrics["clip_ratio"]) + 1e-5
 
 
-def test_critic_steps_run_inside_one_jitted_call(model_and_state):
-  config, model, state, _ = model_and_state
-  jaxpr = jax.make_jaxpr(model.train_step)(state, jdbw_tiny.synthetic_batch(config))
-  scans = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
-  assert len(scans) == 1 and scans[0].params["length"] == config.d_steps
+def critic_loop_models(d_steps=2):
+  return {loop: steps.JDBW(jdbw_tiny.tiny_config(critic_loop=loop, d_steps=d_steps),
+                           (32, 32, 1), (32, 32, 1)) for loop in ("scan", "unrolled")}
+
+
+def test_critic_steps_run_inside_one_jitted_call_scanned_or_unrolled(model_and_state):
+  _, _, state, _ = model_and_state
+  batch = jdbw_tiny.synthetic_batch(jdbw_tiny.tiny_config(d_steps=2))
+  for loop, model in critic_loop_models().items():
+    jaxpr = jax.make_jaxpr(model.train_step)(state, batch)
+    scans = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
+    if loop == "scan":
+      assert len(scans) == 1 and scans[0].params["length"] == 2
+    else:
+      assert not scans
+
+
+@pytest.mark.slow
+def test_scanned_and_unrolled_critic_steps_agree(model_and_state):
+  _, _, state, _ = model_and_state
+  batch = jdbw_tiny.synthetic_batch(jdbw_tiny.tiny_config(d_steps=2))
+  results = {}
+  for loop, model in critic_loop_models().items():
+    new, metrics = jax.jit(model.train_step)(state, batch)
+    results[loop] = (new.g, new.d, new.w, metrics)
+  for a, b in zip(jax.tree_util.tree_leaves(results["scan"]),
+                  jax.tree_util.tree_leaves(results["unrolled"])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_non_finite_step_leaves_state_unchanged(model_and_state):
@@ -64,12 +87,14 @@ def test_non_finite_step_leaves_state_unchanged(model_and_state):
 
 
 @pytest.mark.parametrize("scheme,variant", [
-    ("one_sided", "composite"), ("none", "composite"),
+    ("none", "composite"),
+    # One-sided weights also run, against one device, in test_eight_devices_match_one_device.
+    pytest.param("one_sided", "composite", marks=pytest.mark.slow),
     pytest.param("two_sided", "joint", marks=pytest.mark.slow),
     pytest.param("two_sided", "single", marks=pytest.mark.slow)])
 def test_ablation_switches(scheme, variant):
   config = jdbw_tiny.tiny_config(**{"batch_weight.scheme": scheme,
-                                    "batch_weight.variant": variant, "d_steps": 1})
+                                    "batch_weight.variant": variant})
   model = steps.JDBW(config, (32, 32, 1), (32, 32, 1))
   state = jax.jit(model.init_state)(jax.random.key(0))
   new, metrics = jax.jit(model.train_step)(state, jdbw_tiny.synthetic_batch(config))
@@ -90,7 +115,7 @@ import jdbw_tiny
 from jdbw_jax import steps
 from i2i_jax import sharding
 assert jax.device_count() == 8, jax.devices()
-config = jdbw_tiny.tiny_config(**{"batch_weight.scheme": SCHEME, "d_steps": 1})
+config = jdbw_tiny.tiny_config(**{"batch_weight.scheme": SCHEME})
 model = steps.JDBW(config, (32, 32, 1), (32, 32, 1))
 state = jax.jit(model.init_state)(jax.random.key(0))
 batch = jdbw_tiny.synthetic_batch(config)
@@ -103,6 +128,10 @@ assert len(b["x"]["image"].sharding.device_set) == 8
 new, metrics = jax.jit(model.train_step)(st, b)
 for k in ("g_loss", "w_loss", "d_loss", "gp", "weight_x_max", "weight_x_min"):
   np.testing.assert_allclose(metrics[k], ref_metrics[k], rtol=2e-4, atol=2e-5, err_msg=k)
+assert float(metrics["finite"]) == 1.0
+if SCHEME == "one_sided":  # softmax weights over the global batch have mean one
+  np.testing.assert_allclose(float(metrics["weight_x_mean"]), 1.0, rtol=1e-5)
+  assert float(metrics["weight_x_ratio"]) <= float(metrics["clip_ratio"]) * (1 + 1e-5)
 # Adam's first step moves every parameter by about +-lr whatever the gradient's size,
 # so a near-zero gradient whose sign differs by reduction order shows up as <= 2 lr.
 for a, r in zip(jax.tree_util.tree_leaves((new.g.params, new.d.params, new.w.params)),

@@ -1,0 +1,145 @@
+"""BalaGAN's translation-network training step (Section 3.2) on FUNIT's trainer.
+
+Each iteration updates D, then G (the authors' `gan_trainer.py`), then the generator's
+EMA copy used for sampling and inference. Both updates run in ONE jitted call.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from balagan_jax import losses, models
+from i2i_jax.train_utils import NetState, all_finite, compute_dtype
+
+sg = jax.lax.stop_gradient
+
+
+class TrainState(struct.PyTreeNode):
+  step: jax.Array
+  rng: jax.Array
+  g: NetState
+  g_ema: Any  # generator parameters averaged with config.ema_decay (FUNIT's gen_test)
+  d: NetState
+
+
+def rmsprop(lr: float, optim_cfg) -> optax.GradientTransformation:
+  """PyTorch RMSprop with weight decay, as the authors' trainer (anchors.md).
+
+  torch adds weight_decay * param to the gradient, keeps alpha-averaged squares and
+  divides by sqrt(v) + eps (eps outside the root).
+  """
+  return optax.chain(
+      optax.add_decayed_weights(optim_cfg.weight_decay),
+      optax.scale_by_rms(decay=optim_cfg.rmsprop_decay, eps=optim_cfg.eps, eps_in_sqrt=False,
+                         bias_correction=False, initial_scale=0.0),
+      optax.scale(-lr))
+
+
+class BalaGAN:
+  """Networks, optimizers and the jittable step for `num_classes` modalities."""
+
+  def __init__(self, config, num_classes: int, image_shape):
+    self.config = config
+    m = config.model
+    dtype = compute_dtype(config.compute_dtype)
+    self.num_classes = num_classes
+    self.image_shape = tuple(image_shape)
+    self.gen = models.Generator(
+        nf=m.nf, nf_mlp=m.nf_mlp, latent_dim=m.latent_dim, num_mlp_blocks=m.num_mlp_blocks,
+        num_res_blocks=m.num_res_blocks, num_downsamples_content=m.num_downsamples_content,
+        num_downsamples_style=m.num_downsamples_style, out_channels=image_shape[-1], dtype=dtype)
+    self.disc = models.Discriminator(num_classes, nf=m.d_nf, num_res_blocks=m.d_num_res_blocks,
+                                     dtype=dtype)
+    self.tx_g = rmsprop(config.optim.lr_g, config.optim)
+    self.tx_d = rmsprop(config.optim.lr_d, config.optim)
+
+  def init_state(self, rng) -> TrainState:
+    rng, kg, kd, kig, kid = jax.random.split(rng, 5)
+    x = jnp.zeros((1,) + self.image_shape, jnp.float32)
+    g_vars = self.gen.init(kg, x, x)
+    d_vars = self.disc.init(kd, x, jnp.zeros((1,), jnp.int32))
+    # Kaiming-normal re-draw of every kernel, as the authors' `init: kaiming`.
+    g_vars = {"params": models.funit_kaiming_init(kig, g_vars["params"])}
+    d_vars = {"params": models.funit_kaiming_init(kid, d_vars["params"])}
+    g = NetState.create(g_vars, self.tx_g)
+    return TrainState(step=jnp.zeros((), jnp.int32), rng=rng, g=g, g_ema=g.params,
+                      d=NetState.create(d_vars, self.tx_d))
+
+  def translate(self, g_params, x, y):
+    return self.gen.apply({"params": g_params}, x, y)
+
+  def d_update(self, state: TrainState, x, lx, y, ly):
+    """FUNIT's dis_update plus BalaGAN's classifier head: hinge on real references y
+    (their modality) and on translations G(x, y) (y's modality), R1 on the real
+    references, cross-entropy of Dcls on real images."""
+    cfg = self.config.loss
+    xt = sg(self.translate(state.g.params, x, y))
+
+    def loss_fn(d_params):
+      def real_response(images):
+        adv, logits, _ = self.disc.apply({"params": d_params}, images, ly)
+        return adv, logits
+
+      reg, (resp_real, logits_real) = losses.r1_penalty(real_response, y, has_aux=True)
+      fake_adv, _, _ = self.disc.apply({"params": d_params}, xt, ly)
+      l_real = losses.d_hinge_real_loss(resp_real)
+      l_fake = losses.d_hinge_fake_loss(fake_adv)
+      total = cfg.gan_w * (l_real + l_fake) + cfg.reg_w * reg
+      l_cls = jnp.zeros(())
+      if self.config.use_classifier_head:
+        l_cls = losses.d_classification_loss(logits_real, ly)
+        total = total + cfg.cls_w * l_cls
+      acc = jnp.mean(jnp.argmax(logits_real, -1) == ly)
+      return total, {"d_loss": total, "d_real": l_real, "d_fake": l_fake, "r1": reg,
+                     "d_cls": l_cls, "d_cls_acc": acc}
+
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.d.params)
+    return state.replace(d=state.d.apply_gradients(grads, self.tx_d)), metrics, grads
+
+  def g_update(self, state: TrainState, x, lx, y, ly):
+    """FUNIT's gen_update: adversarial on translation and reconstruction (averaged),
+    L1 reconstruction of G(x, x), feature matching of D's trunk features."""
+    cfg = self.config.loss
+    d_vars = {"params": state.d.params}
+
+    def loss_fn(g_params):
+      g = lambda method, *a: self.gen.apply({"params": g_params}, *a, method=method)
+      content = g(self.gen.encode_content, x)
+      xt = g(self.gen.decode, content, g(self.gen.encode_style, y))
+      xr = g(self.gen.decode, content, g(self.gen.encode_style, x))
+      adv_t, _, feat_t = self.disc.apply(d_vars, xt, ly)
+      adv_r, _, feat_r = self.disc.apply(d_vars, xr, lx)
+      _, _, feat_y = self.disc.apply(d_vars, y, ly)
+      _, _, feat_x = self.disc.apply(d_vars, x, lx)
+      l_adv = 0.5 * (losses.g_adversarial_loss(adv_t) + losses.g_adversarial_loss(adv_r))
+      l_rec = losses.reconstruction_loss(xr, x)
+      l_fm = (losses.feature_matching_loss(feat_r, sg(feat_x))
+              + losses.feature_matching_loss(feat_t, sg(feat_y)))
+      total = cfg.gan_w * l_adv + cfg.r_w * l_rec + cfg.fm_w * l_fm
+      return total, {"g_loss": total, "g_adv": l_adv, "g_rec": l_rec, "g_fm": l_fm}
+
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.g.params)
+    g = state.g.apply_gradients(grads, self.tx_g)
+    decay = self.config.ema_decay
+    g_ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, state.g_ema,
+                                   g.params)
+    return state.replace(g=g, g_ema=g_ema), metrics, grads
+
+  def train_step(self, state: TrainState, batch) -> tuple[TrainState, dict[str, Any]]:
+    """batch["content"|"reference"]: {"image": (B, H, W, C), "label": (B,)} with
+    modalities drawn uniformly and independently, i.e. uniformly over the (k+1)^2
+    pairs (Section 3.2). A non-finite update leaves the state unchanged."""
+    x, lx = batch["content"]["image"], batch["content"]["label"]
+    y, ly = batch["reference"]["image"], batch["reference"]["label"]
+    new, d_metrics, d_grads = self.d_update(state, x, lx, y, ly)
+    new, g_metrics, g_grads = self.g_update(new, x, lx, y, ly)
+    metrics = {**d_metrics, **g_metrics}
+    finite = all_finite((metrics, d_grads, g_grads))
+    new = new.replace(step=state.step + 1)
+    new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new,
+                                 state.replace(step=new.step))
+    metrics["finite"] = finite.astype(jnp.float32)
+    return new, metrics
