@@ -250,7 +250,15 @@ def _encoder_batches(streams, mesh) -> Iterator[dict[str, jax.Array]]:
     yield sharding.shard_batch({"image": np.concatenate(parts)}, mesh)
 
 
-def _init_encoder_state(config, image_shape: tuple[int, int, int]) -> EncoderState:
+def make_encoder_step(config: ml_collections.ConfigDict, mesh):
+  """The jitted contrastive step `(EncoderState, {"image": ...}) -> (state, metrics)`."""
+  enc = config.encoder
+  return _train_step_fn(make_encoder(config), (float(enc.lr), float(enc.weight_decay)),
+                        float(enc.temperature), tuple(enc.augmentations),
+                        float(enc.jitter_strength), mesh)
+
+
+def init_encoder_state(config, image_shape: tuple[int, int, int]) -> EncoderState:
   key = jax.random.fold_in(jax.random.key(config.seed), _INIT_SALT)
   enc = config.encoder
   return _init_fn(make_encoder(config), (float(enc.lr), float(enc.weight_decay)),
@@ -291,7 +299,7 @@ def train_encoder(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   checkpointer = Checkpointer(os.path.join(encoder_dir, "checkpoints"),
                               max_to_keep=config.get("max_to_keep", 3),
                               save_interval_steps=enc.checkpoint_every)
-  state = _init_encoder_state(config, image_shape)
+  state = init_encoder_state(config, image_shape)
   start_step = 0
   restored = checkpointer.restore(state, streams)
   if restored is not None:
@@ -304,9 +312,7 @@ def train_encoder(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   logging.info("Modality encoder: training on %d source + %d target images, steps %d -> %d.",
                num_source, num_target, start_step, enc.num_steps)
   state = sharding.replicate(state, mesh)
-  step_fn = _train_step_fn(make_encoder(config), (float(enc.lr), float(enc.weight_decay)),
-                           float(enc.temperature), tuple(enc.augmentations),
-                           float(enc.jitter_strength), mesh)
+  step_fn = make_encoder_step(config, mesh)
   writer = MetricWriter(os.path.join(encoder_dir, "tensorboard"))
   if start_step == 0:
     writer.write_hparams({"encoder": enc.to_dict(), "seed": config.seed})

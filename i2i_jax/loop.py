@@ -94,9 +94,11 @@ def run(*, state, step_fn: Callable, batches: Iterator, start_step: int, num_ste
       step += 1
       accumulator.add(metrics)
       last = step == num_steps
-      progress(step)
       if step % log_every == 0 or last:
         on_metrics(step, accumulator.fetch_mean())
+      # After the fetch: steps are dispatched asynchronously, and only the fetch waits
+      # for them, so the rate then counts finished steps rather than dispatches.
+      progress(step)
       for action in actions:
         if action.due(step, last):
           action.fn(step, state)

@@ -1,5 +1,6 @@
 """A tiny BalaGAN configuration on the embedded digits for fast CPU tests."""
 
+from config_overrides import apply_overrides
 from balagan_jax import default_config
 
 NUM_SOURCE, NUM_TARGET = 200, 40
@@ -40,10 +41,4 @@ def tiny_config(**overrides):
   config.sample_every = 2
   config.checkpoint_every = 1
   config.num_samples = 4
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
-  return config
+  return apply_overrides(config, overrides)

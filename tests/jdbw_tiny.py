@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from config_overrides import apply_overrides
 from configs import digits_demo
 
 
@@ -24,13 +25,7 @@ def tiny_config(**overrides):
   config.num_eval = 32
   config.eval.classifier_steps = 2
   config.eval.classifier_batch = 16
-  for key, value in overrides.items():
-    node = config
-    *path, leaf = key.split(".")
-    for part in path:
-      node = node[part]
-    node[leaf] = value
-  return config
+  return apply_overrides(config, overrides)
 
 
 def synthetic_batch(config, seed=0):
