@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from i2i_jax.errors import ConfigError
+
 AUGMENTATIONS = ("crop", "horizontal_flip", "shuffle", "color_jitter", "grayscale", "blur")
 
 # Appendix B. "afd": AFD, AFHQ and CelebA (and configs/dog2wolf.yaml). For Stanford
@@ -66,17 +68,17 @@ def augment_batch(key: jax.Array, images: jax.Array, names: Sequence[str], *,
   """
   unknown = sorted(set(names) - set(AUGMENTATIONS))
   if unknown:
-    raise ValueError(f"unknown augmentations {unknown}; expected names from {AUGMENTATIONS}")
+    raise ConfigError(f"unknown augmentations {unknown}; expected names from {AUGMENTATIONS}")
   probs = dict(PROBABILITIES)
   for name, p in (probabilities or {}).items():
     if name not in PROBABILITIES:
-      raise ValueError(
+      raise ConfigError(
           f"no probability for {name!r}; randomly applied ops are {tuple(PROBABILITIES)}")
     probs[name] = float(p)
   if images.ndim != 4 or images.shape[-1] != 3:
-    raise ValueError(f"expected (B, H, W, 3) images, got {images.shape}")
+    raise ConfigError(f"expected (B, H, W, 3) images, got {images.shape}")
   if "shuffle" in names and (images.shape[1] % SHUFFLE_GRID or images.shape[2] % SHUFFLE_GRID):
-    raise ValueError(f"shuffle needs sides divisible by {SHUFFLE_GRID}, got {images.shape[1:3]}")
+    raise ConfigError(f"shuffle needs sides divisible by {SHUFFLE_GRID}, got {images.shape[1:3]}")
   ops = tuple(name for name in AUGMENTATIONS if name in names)
   return _augment(key, images, ops, jnp.asarray(jitter_strength, jnp.float32),
                   tuple(sorted(probs.items())))

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from i2i_jax.errors import ConfigError
+
 
 def choose_k(num_source: int, num_target: int) -> int:
   """The smallest k with |B| >= |A| / k, i.e. ceil(|A| / |B|) (Section 3.1).
@@ -24,7 +26,7 @@ def choose_k(num_source: int, num_target: int) -> int:
   1,000 wolves, where the rule gives 10).
   """
   if num_source < 1 or num_target < 1:
-    raise ValueError(f"domain sizes must be positive, got |A|={num_source}, |B|={num_target}")
+    raise ConfigError(f"domain sizes must be positive, got |A|={num_source}, |B|={num_target}")
   return -(-num_source // num_target)
 
 
@@ -64,9 +66,9 @@ def spherical_kmeans(key: jax.Array, embeddings: jax.Array, k: int, *, num_iters
   """
   n = embeddings.shape[0]
   if not 1 <= k <= n:
-    raise ValueError(f"k must be in [1, {n}] for {n} embeddings, got {k}")
+    raise ConfigError(f"k must be in [1, {n}] for {n} embeddings, got {k}")
   if num_iters < 1 or num_restarts < 1:
-    raise ValueError(
+    raise ConfigError(
         f"num_iters and num_restarts must be positive, got {num_iters}, {num_restarts}")
   x = l2_normalize(embeddings.astype(jnp.float32))
 

@@ -42,6 +42,7 @@ from balagan_jax.losses import nt_xent_loss
 from balagan_jax.models import ContrastiveEncoder
 from i2i_jax import datasets, images as images_lib, input_pipeline, loop, sharding
 from i2i_jax.checkpoint import Checkpointer
+from i2i_jax.errors import ConfigError
 from i2i_jax.train_utils import NetState, compute_dtype
 from i2i_jax.writers import MetricWriter
 
@@ -77,12 +78,12 @@ class Modalities:
     self.target_labels = np.asarray(self.target_labels, np.int32).reshape(-1)
     self.k_source, self.k_target = int(self.k_source), int(self.k_target)
     if self.k_source < 1 or self.k_target < 1:
-      raise ValueError(f"k_source ({self.k_source}) and k_target ({self.k_target}) must be "
+      raise ConfigError(f"k_source ({self.k_source}) and k_target ({self.k_target}) must be "
                        "positive")
     for name, labels, lo, hi in (("source", self.source_labels, 0, self.k_source),
                                  ("target", self.target_labels, self.k_source, self.num_classes)):
       if len(labels) and (labels.min() < lo or labels.max() >= hi):
-        raise ValueError(f"{name} labels must lie in [{lo}, {hi}), got "
+        raise ConfigError(f"{name} labels must lie in [{lo}, {hi}), got "
                          f"[{labels.min()}, {labels.max()}]")
 
   @property
@@ -209,7 +210,7 @@ def _contrastive_accuracy(z_i: jax.Array, z_j: jax.Array) -> jax.Array:
 def _check_same_shape(config) -> None:
   src, tgt = config.data.source, config.data.target
   if src.image_size != tgt.image_size or src.channels not in (1, 3) or tgt.channels not in (1, 3):
-    raise ValueError(
+    raise ConfigError(
         "the modality encoder trains on both domains in one batch, so they need the same "
         f"image_size and 1 or 3 channels; source ({input_pipeline.describe_domain(src)}): "
         f"{src.image_size}px x {src.channels}, target ({input_pipeline.describe_domain(tgt)}): "
@@ -223,7 +224,7 @@ def _split_batch(batch: int, num_source: int, num_target: int) -> tuple[int, int
   same expected composition. Each domain gets at least one image per batch.
   """
   if batch < 2:
-    raise ValueError(f"the per-host encoder batch must hold at least 2 images, got {batch}")
+    raise ConfigError(f"the per-host encoder batch must hold at least 2 images, got {batch}")
   n_target = min(max(round(batch * num_target / (num_source + num_target)), 1), batch - 1)
   return batch - n_target, n_target
 
@@ -232,7 +233,7 @@ def _encoder_streams(config, num_source: int, num_target: int) -> dict[str, Any]
   """One grain stream per domain (each with its own preprocessing), sized by share."""
   batch = config.encoder.batch_size
   if batch % jax.device_count():
-    raise ValueError(f"config.encoder.batch_size={batch} must be divisible by the number of "
+    raise ConfigError(f"config.encoder.batch_size={batch} must be divisible by the number of "
                      f"devices ({jax.device_count()})")
   shares = _split_batch(batch // jax.process_count(), num_source, num_target)
   domains = (config.data.source, config.data.target)
@@ -354,7 +355,7 @@ class _Embedder:
   def __call__(self, images) -> np.ndarray:
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
-      raise ValueError(f"expected (N, H, W, 1 or 3) images in [-1, 1], got {images.shape}")
+      raise ConfigError(f"expected (N, H, W, 1 or 3) images in [-1, 1], got {images.shape}")
     out = []
     for start in range(0, len(images), self.chunk):
       part = images[start:start + self.chunk]
@@ -455,7 +456,7 @@ def embed_domain(embedder: _Embedder, config, domain, source) -> np.ndarray:
 
 def _cluster(config, embeddings: np.ndarray, k: int, salt: int) -> np.ndarray:
   if not 1 <= k <= len(embeddings):
-    raise ValueError(f"cannot split {len(embeddings)} images into {k} modalities")
+    raise ConfigError(f"cannot split {len(embeddings)} images into {k} modalities")
   key = jax.random.fold_in(jax.random.key(config.seed), _KMEANS_SALT * 1000 + salt)
   _, assignments = clustering.spherical_kmeans(
       key, jnp.asarray(embeddings), k, num_iters=int(config.modalities.kmeans_iters),
@@ -491,7 +492,7 @@ def _from_clusters(config, workdir, sources) -> Modalities:
 def _ground_truth(domain, source, role: str) -> np.ndarray:
   labels = datasets.source_labels(source)
   if labels is None or (labels < 0).any():
-    raise ValueError(f'config.modalities.assignment="labels" needs labelled images, but the '
+    raise ConfigError(f'config.modalities.assignment="labels" needs labelled images, but the '
                      f"{role} domain ({input_pipeline.describe_domain(domain)}) has none "
                      f"(label_key={domain.label_key!r})")
   return labels
@@ -510,20 +511,20 @@ def _from_labels(config, sources) -> Modalities:
 def _from_file(path: str, sources) -> Modalities:
   """Labels from an .npz with "source" (and optionally "target") arrays, renumbered."""
   if not os.path.exists(path):
-    raise ValueError(f"config.modalities.assignment {path!r} is neither 'clusters', 'labels' "
+    raise ConfigError(f"config.modalities.assignment {path!r} is neither 'clusters', 'labels' "
                      "nor an existing .npz file")
   with np.load(path) as data:
     if "source" not in data:
-      raise ValueError(f"assignment file {path} has no 'source' array (it has "
+      raise ConfigError(f"assignment file {path} has no 'source' array (it has "
                        f"{sorted(data.keys())})")
     arrays = {name: np.asarray(data[name]).reshape(-1) for name in ("source", "target")
               if name in data}
   for (name, labels), source in zip(arrays.items(), sources):
     if len(labels) != len(source):
-      raise ValueError(f"assignment file {path}: its {name!r} array has {len(labels)} labels "
+      raise ConfigError(f"assignment file {path}: its {name!r} array has {len(labels)} labels "
                        f"but the {name} domain has {len(source)} images")
     if not np.issubdtype(labels.dtype, np.integer) or (labels < 0).any():
-      raise ValueError(f"assignment file {path}: {name!r} labels must be non-negative integers")
+      raise ConfigError(f"assignment file {path}: {name!r} labels must be non-negative integers")
   source_labels, k_source = _renumber(arrays["source"])
   if "target" in arrays:
     target_labels, k_target = _renumber(arrays["target"])
@@ -603,7 +604,7 @@ def find_modalities(config: ml_collections.ConfigDict, workdir: str) -> Modaliti
   if os.path.exists(path):
     mods = Modalities.load(path)
     if (len(mods.source_labels), len(mods.target_labels)) != tuple(map(len, sources)):
-      raise ValueError(
+      raise ConfigError(
           f"{path} labels {len(mods.source_labels)} source and {len(mods.target_labels)} "
           f"target images, but the configured domains have {len(sources[0])} and "
           f"{len(sources[1])}; delete it (or use another workdir) to find modalities anew")

@@ -137,9 +137,13 @@ class BalaGAN:
     new, d_metrics, d_grads = self.d_update(state, x, lx, y, ly)
     new, g_metrics, g_grads = self.g_update(new, x, lx, y, ly)
     metrics = {**d_metrics, **g_metrics}
-    finite = all_finite((metrics, d_grads, g_grads))
+    d_finite = all_finite((d_metrics, d_grads))
+    g_finite = all_finite((g_metrics, g_grads))
+    finite = d_finite & g_finite
     new = new.replace(step=state.step + 1)
     new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new,
                                  state.replace(step=new.step))
     metrics["finite"] = finite.astype(jnp.float32)
+    # Which network diverged, for the loop's log line (`finite_<name>`).
+    metrics.update(finite_d=d_finite.astype(jnp.float32), finite_g=g_finite.astype(jnp.float32))
     return new, metrics

@@ -18,12 +18,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from balagan_jax import modalities as modalities_lib
 from balagan_jax.steps import BalaGAN
-from i2i_jax import datasets, images, platform, transforms
+from i2i_jax import cli, datasets, images, platform, transforms
 from i2i_jax.checkpoint import Checkpointer
+from i2i_jax.errors import CheckpointError
 
 FLAGS = flags.FLAGS
 
@@ -40,8 +41,9 @@ def define_flags():
   flags.mark_flags_as_required(["workdir", "source", "reference", "output"])
 
 
-def load_model(workdir: str):
-  """(model, state) of a run: its config, modality count and latest checkpoint."""
+def load_model(workdir: str, step: int = 0):
+  """(model, state) of a run: its config, modality count and checkpoint (latest unless
+  `step`)."""
   with open(os.path.join(workdir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
   mods = modalities_lib.Modalities.load(os.path.join(workdir, "modalities", "assignment.npz"))
@@ -50,9 +52,9 @@ def load_model(workdir: str):
   model = BalaGAN(config, num_classes, (domain.image_size, domain.image_size, domain.channels))
   target = jax.eval_shape(model.init_state, jax.random.key(config.seed))
   with Checkpointer(os.path.join(workdir, "checkpoints")) as checkpointer:
-    restored = checkpointer.restore(target)
+    restored = checkpointer.restore(target, step=step or None)
   if restored is None:
-    raise FileNotFoundError(f"no translation checkpoint in {workdir}/checkpoints")
+    raise CheckpointError(f"no translation checkpoint in {workdir}/checkpoints")
   logging.info("Restored step %d from %s", restored[1], workdir)
   return model, restored[0]
 
@@ -127,4 +129,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

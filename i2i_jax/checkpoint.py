@@ -7,6 +7,7 @@ the data stream exactly where the saved run was.
 """
 
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,9 +15,13 @@ import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 
+from i2i_jax.errors import CheckpointError
+
 _STATE = "state"
+_MAX_NAMED_PROBLEMS = 8  # enough to see the pattern; not a wall of text
 
 
 class Checkpointer:
@@ -53,6 +58,10 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
+  def should_save(self, step: int) -> bool:
+    """Whether `save(step, ...)` without `force` would write (the cadence)."""
+    return int(step) not in self._manager.all_steps() and self._manager.should_save(int(step))
+
   def save(self, step: int, state, data_iterators: Mapping[str, Any] | None = None, *,
            force: bool = False) -> bool:
     """Saves `state` and the iterators' positions if `step` is due; True if it saved.
@@ -77,25 +86,58 @@ class Checkpointer:
     shardings), so a replicated target gives a replicated state. The iterators
     are moved to their saved positions in place.
 
+    Without `step`, a latest checkpoint that cannot be read (files truncated or
+    lost, e.g. a disk that filled up) is moved aside to `corrupt/` and the one
+    before it is restored, so a damaged write never ends a run.
+
     Raises:
-      ValueError: if `step` was not saved, or the checkpoint's arrays do not fit
-        `target_state` (e.g. it was written by a run with another config).
+      CheckpointError: if `step` was not saved, no checkpoint is readable, or the
+        checkpoint's arrays do not fit `target_state` (e.g. it was written by a run
+        with another config).
     """
     self._manager.wait_until_finished()
-    if step is None:
-      step = self._manager.latest_step()
-      if step is None:
-        return None
-    step = int(step)
-    if step not in self._manager.all_steps():
-      raise ValueError(f"no checkpoint for step {step} in {self.directory}; "
-                       f"saved steps: {self.all_steps()}")
+    if step is not None:
+      step = int(step)
+      if step not in self._manager.all_steps():
+        raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; "
+                              f"saved steps: {self.all_steps()}")
+      return self._restore_step(step, target_state, data_iterators), step
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    for i, candidate in enumerate(steps):
+      try:
+        return self._restore_step(candidate, target_state, data_iterators), candidate
+      except CheckpointError:
+        raise  # Readable but written for another state: falling back would not help.
+      except Exception as e:  # orbax/tensorstore raise OSError, ValueError, JSON errors...
+        if i == len(steps) - 1:
+          raise CheckpointError(f"no readable checkpoint in {self.directory}; the oldest, "
+                                f"step {candidate}, fails with {type(e).__name__}: {e}") from e
+        aside = self._set_aside(candidate)
+        logging.warning("Checkpoint step %d in %s is unreadable (%s: %s); moved it to %s and "
+                        "falling back to step %d.", candidate, self.directory,
+                        type(e).__name__, e, aside, steps[i + 1])
+    return None
+
+  def _restore_step(self, step: int, target_state, data_iterators):
     abstract_state = jax.tree.map(_abstract, target_state)
     self._check_fits(step, abstract_state)
     items = {_STATE: ocp.args.StandardRestore(abstract_state),
              **_iterator_args(data_iterators, grain.checkpoint.CheckpointRestore)}
-    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-    return restored[_STATE], step
+    return self._manager.restore(step, args=ocp.args.Composite(**items))[_STATE]
+
+  def _set_aside(self, step: int) -> epath.Path:
+    """Moves an unreadable step out of the manager's view, keeping it for inspection.
+
+    Left in place, it would also block saving that step number again.
+    """
+    step_dir = ocp.step.find_step_path(self.directory, ocp.step.standard_name_format(),
+                                       step=step)
+    aside = self.directory / "corrupt" / f"{step}-{int(time.time())}"
+    if jax.process_index() == 0:
+      aside.parent.mkdir(parents=True, exist_ok=True)
+      step_dir.rename(aside)
+    self._manager.reload()
+    return aside
 
   def _check_fits(self, step: int, abstract_state):
     """Compares the saved array shapes with the target's, naming every mismatch.
@@ -120,9 +162,12 @@ class Checkpointer:
       elif saved[key] != target[key]:
         problems.append(f"{name}: checkpoint shape {saved[key]} != target shape {target[key]}")
     if problems:
-      raise ValueError(
+      shown = problems[:_MAX_NAMED_PROBLEMS]
+      if len(problems) > len(shown):
+        shown.append(f"... and {len(problems) - len(shown)} more")
+      raise CheckpointError(
           f"checkpoint step {step} in {self.directory} does not fit the target state "
-          "(was it written with another config?):\n  " + "\n  ".join(problems))
+          "(was it written with another config?):\n  " + "\n  ".join(shown))
 
   def wait_until_finished(self):
     """Blocks until background writes are committed (before exiting or reading files)."""

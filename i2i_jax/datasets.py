@@ -7,6 +7,7 @@ with label -1 where the data carries no label. Sources also expose `num_classes`
 read every label without decoding images.
 """
 
+import concurrent.futures
 import functools
 import importlib.util
 import os
@@ -18,7 +19,10 @@ from typing import Any
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from PIL import Image
+
+from i2i_jax.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 NO_LABEL = -1
@@ -28,7 +32,7 @@ _EMBEDDED_MNIST_TRAIN = 4500  # First 90%: "train"; the last 500: "test".
 _SPLIT_RE = re.compile(r"(\w+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?")
 
 
-class DatasetUnavailableError(ValueError):
+class DatasetUnavailableError(DataError):
   """A tfds dataset that is not prepared (as array_record) where we looked for it."""
 
 
@@ -41,11 +45,11 @@ def split_indices(split: str, named_splits: Mapping[str, range]) -> range:
   """
   match = _SPLIT_RE.fullmatch(split.replace(" ", ""))
   if match is None:
-    raise ValueError(f"malformed split {split!r}; expected NAME, NAME[a:b] or NAME[a%:b%], "
+    raise DataError(f"malformed split {split!r}; expected NAME, NAME[a:b] or NAME[a%:b%], "
                      "e.g. 'train[:50%]'")
   name, start, stop = match.groups()
   if name not in named_splits:
-    raise ValueError(f"unknown split {name!r} in {split!r}; valid splits: {sorted(named_splits)}")
+    raise DataError(f"unknown split {name!r} in {split!r}; valid splits: {sorted(named_splits)}")
   indices = named_splits[name]
   return indices[_boundary(start, len(indices)):_boundary(stop, len(indices))]
 
@@ -80,14 +84,14 @@ class ArraySource:
   def __init__(self, images: np.ndarray, labels: np.ndarray | None = None):
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim not in (3, 4):
-      raise ValueError(f"images must be uint8 (N, H, W) or (N, H, W, C), got {images.dtype} "
+      raise DataError(f"images must be uint8 (N, H, W) or (N, H, W, C), got {images.dtype} "
                        f"{images.shape}")
     self._images = images[..., None] if images.ndim == 3 else images
     if labels is None:
       labels = np.full(len(images), NO_LABEL)
     labels = np.asarray(labels, np.int32)
     if labels.shape != (len(images),):
-      raise ValueError(f"labels must have shape ({len(images)},), got {labels.shape}")
+      raise DataError(f"labels must have shape ({len(images)},), got {labels.shape}")
     self._labels = labels
     self.num_classes = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else None
 
@@ -197,7 +201,7 @@ def _nested_feature(features, key: str, name: str):
   node = features
   for part in key.split("/"):
     if part not in node.keys():
-      raise ValueError(f"tfds dataset {name!r} has no feature {key!r}; features at that "
+      raise DataError(f"tfds dataset {name!r} has no feature {key!r}; features at that "
                        f"level: {sorted(node.keys())}")
     node = node[part]
   return node
@@ -260,12 +264,14 @@ class ImageFolderSource:
   so every slice keeps the class proportions. Transparent pixels become white.
   """
 
-  def __init__(self, root: str | os.PathLike, channels: int = 3, split: str = "all"):
+  def __init__(self, root: str | os.PathLike, channels: int = 3, split: str = "all",
+               corrupt_images: str = "skip"):
     if channels not in (1, 3):
-      raise ValueError(f"channels must be 1 or 3, got {channels}")
+      raise DataError(f"channels must be 1 or 3, got {channels}")
     self.root = pathlib.Path(root)
     self.channels = channels
     paths, labels, self.class_names = _list_images(self.root)
+    paths, labels, self.skipped = _check_images(self.root, paths, labels, corrupt_images)
     order = interleave_classes(labels)
     indices = split_indices(split, {"all": range(len(order))})
     self._paths = [str(paths[i]) for i in order[indices.start:indices.stop]]
@@ -295,7 +301,7 @@ def _is_image(path: pathlib.Path) -> bool:
 def _list_images(root: pathlib.Path) -> tuple[list[pathlib.Path], np.ndarray, list[str]]:
   """(sorted paths, int32 labels, class names) of the images under `root`."""
   if not root.is_dir():
-    raise ValueError(f"image folder {root} does not exist (or is not a directory)")
+    raise DataError(f"image folder {root} does not exist (or is not a directory)")
   loose = sorted(p for p in root.iterdir() if _is_image(p))
   classes = {}
   for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -303,16 +309,62 @@ def _list_images(root: pathlib.Path) -> tuple[list[pathlib.Path], np.ndarray, li
     if files:
       classes[folder.name] = files
   if loose and classes:
-    raise ValueError(f"image folder {root} mixes images directly inside it with class "
+    raise DataError(f"image folder {root} mixes images directly inside it with class "
                      f"subfolders {sorted(classes)}; use one layout or the other")
   if not loose and not classes:
-    raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {root} "
+    raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {root} "
                      "or its subfolders")
   if loose:
     return loose, np.full(len(loose), NO_LABEL, np.int32), []
   paths = [p for files in classes.values() for p in files]
   labels = np.repeat(np.arange(len(classes), dtype=np.int32), [len(f) for f in classes.values()])
   return paths, labels, list(classes)
+
+
+CORRUPT_IMAGE_POLICIES = ("skip", "fail", "unchecked")
+
+
+def _check_images(root: pathlib.Path, paths: list[pathlib.Path], labels: np.ndarray,
+                  policy: str) -> tuple[list[pathlib.Path], np.ndarray, list[str]]:
+  """Decodes every file once, up front, so a broken one cannot stop a run hours in.
+
+  "skip" drops unreadable files and logs how many; "fail" raises naming them;
+  "unchecked" trusts the folder (huge, known-good folders start faster) and a
+  broken file then fails when it is read. Returns (paths, labels, skipped messages).
+  """
+  if policy not in CORRUPT_IMAGE_POLICIES:
+    raise DataError(f"unknown corrupt_images policy {policy!r}; expected one of "
+                    f"{CORRUPT_IMAGE_POLICIES}")
+  if policy == "unchecked":
+    return paths, labels, []
+  # PIL decodes with the GIL released, so threads overlap the work.
+  with concurrent.futures.ThreadPoolExecutor(min(32, 4 * (os.cpu_count() or 1))) as pool:
+    problems = list(pool.map(_decode_problem, paths))
+  bad = [i for i, problem in enumerate(problems) if problem]
+  if not bad:
+    return paths, labels, []
+  messages = [f"{paths[i]}: {problems[i]}" for i in bad]
+  summary = (f"{len(bad)} of {len(paths)} image files under {root} cannot be decoded "
+             f"(first: {messages[0]})")
+  if policy == "fail":
+    raise DataError(f"{summary}; fix or remove them, or set the domain's "
+                    "corrupt_images='skip' to train without them")
+  if len(bad) == len(paths):
+    raise DataError(f"{summary}: none is left to train on")
+  logging.warning("Skipping %s.", summary)
+  keep = np.setdiff1d(np.arange(len(paths)), bad)
+  return [paths[i] for i in keep], labels[keep], messages
+
+
+def _decode_problem(path: pathlib.Path) -> str:
+  """Why `path` cannot be decoded, or "" if it can."""
+  try:
+    with Image.open(path) as image:
+      image.draft("RGB", (64, 64))  # JPEG: decode at 1/8 scale, still reading every byte
+      image.load()
+  except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... by format.
+    return f"{type(e).__name__}: {e}"
+  return ""
 
 
 def decode_image(path: str | os.PathLike, channels: int) -> np.ndarray:
@@ -325,7 +377,7 @@ def decode_image(path: str | os.PathLike, channels: int) -> np.ndarray:
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
       image = image.convert("L" if channels == 1 else "RGB")
   except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... by format.
-    raise ValueError(f"cannot decode image file {path}: {e}") from e
+    raise DataError(f"cannot decode image file {path}: {e}") from e
   array = np.asarray(image, np.uint8)
   return array[..., None] if channels == 1 else array
 
@@ -342,7 +394,7 @@ class RelabelledUnion:
     self._labels = np.concatenate([np.asarray(labels, np.int32) for _, labels in parts])
     for source, labels in parts:
       if len(source) != len(labels):
-        raise ValueError(f"{len(labels)} labels given for a source of {len(source)} records")
+        raise DataError(f"{len(labels)} labels given for a source of {len(source)} records")
     self._offsets = np.cumsum([0] + [len(source) for source in self._parts])
     self.num_classes = int(self._labels.max()) + 1 if len(self._labels) else None
 
@@ -377,15 +429,16 @@ def _embedded(cfg: ml_collections.ConfigDict) -> ArraySource:
 
 def _tfds(cfg: ml_collections.ConfigDict) -> TfdsSource:
   if not cfg.name:
-    raise ValueError("a domain of kind 'tfds' needs a dataset name (field `name`)")
+    raise DataError("a domain of kind 'tfds' needs a dataset name (field `name`)")
   return TfdsSource(cfg.name, cfg.split, data_dir=cfg.data_dir or None,
                     image_key=cfg.image_key, label_key=cfg.label_key or None)
 
 
 def _folder(cfg: ml_collections.ConfigDict) -> ImageFolderSource:
   if not cfg.path:
-    raise ValueError("a domain of kind 'folder' needs a directory (field `path`)")
-  return ImageFolderSource(cfg.path, channels=cfg.channels, split=cfg.split)
+    raise DataError("a domain of kind 'folder' needs a directory (field `path`)")
+  return ImageFolderSource(cfg.path, channels=cfg.channels, split=cfg.split,
+                           corrupt_images=cfg.corrupt_images)
 
 
 _SOURCE_BUILDERS = {"embedded_mnist": _embedded, "tfds": _tfds, "folder": _folder}
@@ -394,7 +447,7 @@ _SOURCE_BUILDERS = {"embedded_mnist": _embedded, "tfds": _tfds, "folder": _folde
 def build_source(cfg: ml_collections.ConfigDict):
   """The source a domain config describes (see `input_pipeline.default_domain_config`)."""
   if cfg.kind not in _SOURCE_BUILDERS:
-    raise ValueError(f"unknown data kind {cfg.kind!r}; valid kinds: {sorted(_SOURCE_BUILDERS)}")
+    raise DataError(f"unknown data kind {cfg.kind!r}; valid kinds: {sorted(_SOURCE_BUILDERS)}")
   source = _SOURCE_BUILDERS[cfg.kind](cfg)
   if cfg.keep_label < 0 and cfg.max_records <= 0:
     return source
@@ -402,7 +455,7 @@ def build_source(cfg: ml_collections.ConfigDict):
   indices = np.arange(len(source))
   if cfg.keep_label >= 0:
     if labels is None:
-      raise ValueError(f"keep_label={cfg.keep_label} needs labels, but the {cfg.kind} source "
+      raise DataError(f"keep_label={cfg.keep_label} needs labels, but the {cfg.kind} source "
                        f"{cfg.name or cfg.path or cfg.split!r} has none (set label_key)")
     indices = indices[labels == cfg.keep_label]
   if cfg.max_records > 0:

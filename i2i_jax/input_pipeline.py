@@ -17,6 +17,7 @@ from ml_collections.config_dict import placeholder
 
 from i2i_jax import datasets
 from i2i_jax import transforms
+from i2i_jax.errors import ConfigError
 
 AUGMENTS = ("pad", "sr_mnist", "resize_crop", "none")
 _PREFETCH_BATCHES = 4  # Enough to hide the data time behind a training step.
@@ -34,6 +35,9 @@ def default_domain_config() -> ml_collections.ConfigDict:
   cfg.split = "train"  # tfds-style: "train", "test", "all", "train[:50%]", "all[10:]"
   cfg.data_dir = ""  # tfds data_dir holding array_record data; "" = tfds' default
   cfg.path = ""  # image folder (kind "folder"); class subfolders give labels
+  # Unreadable files in a folder: "skip" (with a count in the log), "fail", or
+  # "unchecked" (no up-front decoding pass; a broken file fails when read).
+  cfg.corrupt_images = "skip"
   cfg.image_key = "image"  # tfds feature names; label_key "" = unlabelled
   cfg.label_key = "label"
   # Sub-domains: keep only records of this label (-1 = all), e.g. CelebA's women with
@@ -78,7 +82,7 @@ def _augment(cfg: ml_collections.ConfigDict, train: bool):
                                  flip=cfg.flip and train)
   if cfg.augment == "none":
     return None
-  raise ValueError(f"{describe_domain(cfg)}: unknown augment {cfg.augment!r}; "
+  raise ConfigError(f"{describe_domain(cfg)}: unknown augment {cfg.augment!r}; "
                    f"valid: {AUGMENTS}")
 
 
@@ -95,12 +99,12 @@ def _source(cfg: ml_collections.ConfigDict, seed: int, source=None):
   """The domain's source (or the given one), re-sampled to `cfg.class_probs` if set."""
   source = domain_source(cfg) if source is None else source
   if not len(source):
-    raise ValueError(f"{describe_domain(cfg)} has no records")
+    raise ConfigError(f"{describe_domain(cfg)} has no records")
   if not cfg.class_probs:
     return source
   labels = datasets.source_labels(source)
   if labels is None:
-    raise ValueError(f"{describe_domain(cfg)}: class_probs needs labelled data, but the "
+    raise ConfigError(f"{describe_domain(cfg)}: class_probs needs labelled data, but the "
                      "source has no labels")
   return transforms.ClassResampledSource(source, labels, cfg.class_probs, seed=seed)
 
@@ -158,12 +162,12 @@ def make_domain_dataset(cfg: ml_collections.ConfigDict, *, batch_size: int, seed
     checkpointing via grain.checkpoint.CheckpointSave/CheckpointRestore.
   """
   if batch_size < 1 or steps_per_call < 1:
-    raise ValueError(f"batch_size ({batch_size}) and steps_per_call ({steps_per_call}) "
+    raise ConfigError(f"batch_size ({batch_size}) and steps_per_call ({steps_per_call}) "
                      "must be positive")
   shard_index = jax.process_index() if shard_index is None else shard_index
   shard_count = jax.process_count() if shard_count is None else shard_count
   if not 0 <= shard_index < shard_count:
-    raise ValueError(f"shard_index {shard_index} is not in [0, shard_count={shard_count})")
+    raise ConfigError(f"shard_index {shard_index} is not in [0, shard_count={shard_count})")
   ds = _records(cfg, seed=seed, train=train, repeat=train, source=source)
   ds = ds[shard_index::shard_count].batch(batch_size, drop_remainder=True)
   if steps_per_call > 1:
@@ -183,7 +187,7 @@ def fixed_batch(cfg: ml_collections.ConfigDict, n: int, seed: int = 0,
   seed on every call and host; sources smaller than `n` are cycled.
   """
   if n < 1:
-    raise ValueError(f"n must be positive, got {n}")
+    raise ConfigError(f"n must be positive, got {n}")
   return _records(cfg, seed=seed, train=False, repeat=True, source=source)[:n].batch(n)[0]
 
 

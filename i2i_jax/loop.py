@@ -14,12 +14,13 @@ import jax
 import numpy as np
 from absl import logging
 
+from i2i_jax import errors
 from i2i_jax.checkpoint import Checkpointer
 from i2i_jax.progress import ProgressReporter
 
 
 class MetricAccumulator:
-  """Holds per-step metric dicts as device arrays; averages them when fetched.
+  """Holds per-step metric dicts as device arrays until they are fetched.
 
   Appending a device array does not block, so steps keep streaming; one transfer per
   report instead of one per step.
@@ -28,15 +29,42 @@ class MetricAccumulator:
   def __init__(self):
     self._pending: list[Mapping[str, jax.Array]] = []
 
+  def __len__(self) -> int:
+    return len(self._pending)
+
   def add(self, metrics: Mapping[str, jax.Array]) -> None:
     self._pending.append(metrics)
 
-  def fetch_mean(self) -> dict[str, np.ndarray]:
-    if not self._pending:
-      return {}
+  def fetch(self) -> list[dict[str, np.ndarray]]:
+    """The pending steps' metrics on the host, oldest first; clears them."""
     fetched = jax.device_get(self._pending)
     self._pending = []
-    return {k: np.mean([np.asarray(m[k]) for m in fetched], axis=0) for k in fetched[0]}
+    return fetched
+
+  def fetch_mean(self) -> dict[str, np.ndarray]:
+    return mean_metrics(self.fetch())
+
+
+def mean_metrics(per_step: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  if not per_step:
+    return {}
+  return {k: np.mean([np.asarray(m[k]) for m in per_step], axis=0) for k in per_step[0]}
+
+
+def skipped_updates(per_step: list[Mapping[str, np.ndarray]],
+                    first_step: int) -> list[tuple[int, list[str]]]:
+  """(step, networks) of every step whose update the step function skipped.
+
+  Step functions report `finite` (0 = update skipped) and `finite_<network>` for
+  each network whose losses or gradients they checked.
+  """
+  skipped = []
+  for offset, metrics in enumerate(per_step):
+    if "finite" in metrics and float(metrics["finite"]) < 1:
+      networks = [k[len("finite_"):] for k in metrics
+                  if k.startswith("finite_") and float(metrics[k]) < 1]
+      skipped.append((first_step + offset, networks))
+  return skipped
 
 
 @dataclasses.dataclass
@@ -74,36 +102,93 @@ class PreemptionGuard:
     return False
 
 
+NONFINITE_POLICIES = ("skip", "restore", "stop")
+
+
 def run(*, state, step_fn: Callable, batches: Iterator, start_step: int, num_steps: int,
         checkpointer: Checkpointer, data_iterators: Mapping[str, Any],
         on_metrics: Callable[[int, dict[str, np.ndarray]], None], log_every: int,
-        actions: tuple[PeriodicAction, ...] = (), writer=None):
+        actions: tuple[PeriodicAction, ...] = (), writer=None, nonfinite: str = "skip",
+        max_restores: int = 3):
   """Trains from `start_step` to `num_steps`; returns the final state.
 
   `batches` yields device-ready batches, `step_fn(state, batch) -> (state, metrics)`.
   A checkpoint (state + data iterator positions) is written on the checkpointer's
   cadence, at the end, and when SIGTERM arrives; then the loop returns early.
+
+  Step functions skip updates whose losses or gradients are not finite, so NaNs
+  never reach the state. `nonfinite` says what else happens when one is skipped:
+  "skip" logs the steps and networks and trains on; "stop" raises
+  `errors.TrainingDiverged`; "restore" goes back to the last checkpoint (whose
+  steps were all finite: with this policy metrics are checked before every save)
+  and retries with a different random stream, at most `max_restores` times.
   """
+  if nonfinite not in NONFINITE_POLICIES:
+    raise errors.ConfigError(f"unknown config.nonfinite {nonfinite!r}; expected one of "
+                             f"{NONFINITE_POLICIES}")
   progress = ProgressReporter(num_steps, every_steps=log_every, writer=writer,
                               start_step=start_step)
   accumulator = MetricAccumulator()
-  step = start_step
+  step, restores = start_step, 0
   with PreemptionGuard() as guard:
     while step < num_steps:
       state, metrics = step_fn(state, next(batches))
       step += 1
       accumulator.add(metrics)
       last = step == num_steps
-      if step % log_every == 0 or last:
-        on_metrics(step, accumulator.fetch_mean())
+      save_due = last or guard.requested or checkpointer.should_save(step)
+      if step % log_every == 0 or last or (save_due and nonfinite == "restore"):
+        per_step = accumulator.fetch()
+        on_metrics(step, mean_metrics(per_step))
+        skipped = skipped_updates(per_step, step - len(per_step) + 1)
+        if skipped:
+          _report_skipped(skipped, nonfinite)
+          if nonfinite == "restore":
+            restores += 1
+            state, step = _restore_last_good(state, checkpointer, data_iterators, restores,
+                                             max_restores)
+            continue
       # After the fetch: steps are dispatched asynchronously, and only the fetch waits
       # for them, so the rate then counts finished steps rather than dispatches.
       progress(step)
       for action in actions:
         if action.due(step, last):
           action.fn(step, state)
-      checkpointer.save(step, state, data_iterators, force=last or guard.requested)
-      if guard.requested:
+      # Read the flag once: a signal arriving during the save is served next step.
+      stop = guard.requested
+      checkpointer.save(step, state, data_iterators, force=last or stop)
+      if stop:
         break
   checkpointer.wait_until_finished()
   return state
+
+
+def _report_skipped(skipped: list[tuple[int, list[str]]], policy: str) -> None:
+  shown = ", ".join(f"{step} ({'/'.join(nets) or '?'})" for step, nets in skipped[:10])
+  more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+  message = (f"non-finite losses or gradients at step(s) {shown}{more} "
+             "(networks in update order); those updates were skipped")
+  if policy == "stop":
+    raise errors.TrainingDiverged(f"{message}. Stopping (config.nonfinite='stop'); "
+                                  "the last checkpoint holds only finite steps.")
+  logging.warning("%s.", message[0].upper() + message[1:])
+
+
+def _restore_last_good(state, checkpointer: Checkpointer, data_iterators, restores: int,
+                       max_restores: int):
+  """The last checkpoint's state with its random stream re-seeded, and its step."""
+  if restores > max_restores:
+    raise errors.TrainingDiverged(
+        f"training diverged again after {max_restores} restores of the last good "
+        f"checkpoint in {checkpointer.directory}; lower the learning rates or raise "
+        "config.max_restores")
+  restored = checkpointer.restore(state, data_iterators)
+  if restored is None:
+    raise errors.TrainingDiverged("training diverged before the first checkpoint; there is "
+                                  "no good checkpoint to go back to")
+  state, step = restored
+  # Replaying the same random stream would usually diverge the same way.
+  state = state.replace(rng=jax.random.fold_in(state.rng, restores))
+  logging.warning("Restored the last good checkpoint (step %d), restore %d of %d.", step,
+                  restores, max_restores)
+  return state, step

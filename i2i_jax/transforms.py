@@ -15,6 +15,8 @@ import grain
 import numpy as np
 from PIL import Image
 
+from i2i_jax.errors import ConfigError
+
 
 class ClassResampledSource:
   """`base` re-sampled to the class frequencies `class_probs` (random access).
@@ -37,14 +39,14 @@ class ClassResampledSource:
                length: int | None = None, seed: int = 0):
     probs = np.asarray(class_probs, np.float64)
     if probs.ndim != 1 or (probs < 0).any() or not np.isclose(probs.sum(), 1.0, atol=1e-6):
-      raise ValueError(f"class_probs must be non-negative and sum to 1, got {list(class_probs)}")
+      raise ConfigError(f"class_probs must be non-negative and sum to 1, got {list(class_probs)}")
     labels = np.asarray(labels)
     if len(labels) != len(base):
-      raise ValueError(f"got {len(labels)} labels for a source of {len(base)} records")
+      raise ConfigError(f"got {len(labels)} labels for a source of {len(base)} records")
     self._members = [np.flatnonzero(labels == c) for c in range(len(probs))]
     for c, (p, members) in enumerate(zip(probs, self._members)):
       if p > 0 and not len(members):
-        raise ValueError(f"class {c} has probability {p:g} but no samples in the source")
+        raise ConfigError(f"class {c} has probability {p:g} but no samples in the source")
     self._base = base
     self._labels = labels.astype(np.int32)
     self._probs = probs / probs.sum()
@@ -74,7 +76,7 @@ def skewed_class_probs(num_classes: int = 10, skew_class: int = 0,
   The default is SR-MNIST's digit distribution: half zeros, the rest uniform.
   """
   if num_classes < 2 or not 0 <= skew_class < num_classes or not 0 <= skew_prob <= 1:
-    raise ValueError(f"need num_classes >= 2, 0 <= skew_class < num_classes and "
+    raise ConfigError(f"need num_classes >= 2, 0 <= skew_class < num_classes and "
                      f"0 <= skew_prob <= 1; got {num_classes}, {skew_class}, {skew_prob}")
   rest = (1.0 - skew_prob) / (num_classes - 1)
   return [skew_prob if c == skew_class else rest for c in range(num_classes)]
@@ -116,7 +118,7 @@ class SkewResize(grain.transforms.RandomMap):
     image = element["image"]
     height, width = image.shape[0] + 2 * self.pad, image.shape[1] + 2 * self.pad
     if self.crop > min(height, width):
-      raise ValueError(f"SkewResize: crop {self.crop} exceeds the padded image "
+      raise ConfigError(f"SkewResize: crop {self.crop} exceeds the padded image "
                        f"{height}x{width} ({image.shape[:2]} + 2 * pad {self.pad})")
     angle = np.degrees(rng.uniform(-self.max_angle, self.max_angle))
     rotated = _to_pil(_pad_to(image, height, width)).rotate(angle, Image.BILINEAR)
@@ -136,7 +138,7 @@ class Pad(grain.transforms.Map):
   def map(self, element):
     image = element["image"]
     if max(image.shape[:2]) > self.to_size:
-      raise ValueError(f"Pad: image {image.shape[0]}x{image.shape[1]} is larger than "
+      raise ConfigError(f"Pad: image {image.shape[0]}x{image.shape[1]} is larger than "
                        f"{self.to_size}x{self.to_size}; use augment 'resize_crop' instead")
     return {**element, "image": _pad_to(image, self.to_size, self.to_size)}
 
@@ -156,7 +158,7 @@ class ResizeCrop(grain.transforms.RandomMap):
 
   def __post_init__(self):
     if self.resize < self.crop:
-      raise ValueError(f"ResizeCrop: resize {self.resize} must be >= crop {self.crop}")
+      raise ConfigError(f"ResizeCrop: resize {self.resize} must be >= crop {self.crop}")
 
   def random_map(self, element, rng: np.random.Generator):
     image = element["image"]
@@ -199,7 +201,7 @@ class ToChannels(grain.transforms.Map):
     elif have == 3 and self.channels == 1:
       image = np.round(image.astype(np.float32) @ _LUMA)[..., None].astype(np.uint8)
     else:
-      raise ValueError(f"ToChannels: cannot turn {have} channels into {self.channels}")
+      raise ConfigError(f"ToChannels: cannot turn {have} channels into {self.channels}")
     return {**element, "image": image}
 
 
@@ -256,7 +258,7 @@ class ExpectShape(grain.transforms.Map):
 
   def map(self, element):
     if tuple(element["image"].shape) != tuple(self.shape):
-      raise ValueError(f"{self.context}: got an image of shape {element['image'].shape}, "
+      raise ConfigError(f"{self.context}: got an image of shape {element['image'].shape}, "
                        f"expected {tuple(self.shape)}")
     return element
 

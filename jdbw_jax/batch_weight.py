@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from i2i_jax.errors import ConfigError
+
 SCHEMES = ("two_sided", "one_sided", "none")
 
 
@@ -81,7 +83,7 @@ def pair_weights(scheme: str, logits_x, logits_y, ratio):
   if scheme == "none":
     b = logits_x.shape[0]
     return jnp.ones((b,), jnp.float32), jnp.ones((b,), jnp.float32)
-  raise ValueError(f"unknown batch weight scheme {scheme!r}; expected one of {SCHEMES}")
+  raise ConfigError(f"unknown batch weight scheme {scheme!r}; expected one of {SCHEMES}")
 
 
 def weighted_critic_gap(d_x, d_y, weights_x, weights_y):

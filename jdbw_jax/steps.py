@@ -194,7 +194,7 @@ class JDBW:
       return (st, finite & all_finite((m, grads))), m
 
     d_keys = jax.random.split(k_d, x.shape[0] - 1)
-    carry, inputs = (new, all_finite(g_grads)), (x[1:], y[1:], d_keys)
+    carry, inputs = (new, jnp.array(True)), (x[1:], y[1:], d_keys)
     if critic_loop_kind(self.config.critic_loop) == "scan":
       (new, d_finite), d_metrics = jax.lax.scan(critic_body, carry, inputs)
     else:  # The same steps traced one after another: still one jitted call.
@@ -204,7 +204,9 @@ class JDBW:
         per_step.append(m)
       (new, d_finite) = carry
       d_metrics = jax.tree_util.tree_map(lambda *v: jnp.stack(v), *per_step)
-    finite = d_finite & all_finite({k: v for k, v in g_metrics.items()})
+    g_finite = all_finite((g_metrics, g_grads[0]))
+    w_finite = all_finite(g_grads[1])
+    finite = g_finite & w_finite & d_finite
     new = new.replace(step=state.step + 1, rng=rng)
     # A diverged step keeps the old networks but advances step and rng.
     new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new,
@@ -212,6 +214,9 @@ class JDBW:
     metrics = dict(g_metrics)
     metrics.update({k: v.mean() for k, v in d_metrics.items()})
     metrics["finite"] = finite.astype(jnp.float32)
+    # Which network diverged, for the loop's log line (`finite_<name>`).
+    metrics.update({f"finite_{name}": ok.astype(jnp.float32)
+                    for name, ok in (("g", g_finite), ("w", w_finite), ("d", d_finite))})
     return new, metrics
 
 

@@ -17,8 +17,9 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from i2i_jax import datasets, images, platform, transforms
+from i2i_jax import cli, datasets, images, platform, transforms
 from i2i_jax.checkpoint import Checkpointer
+from i2i_jax.errors import CheckpointError
 from jdbw_jax.steps import JDBW
 
 FLAGS = flags.FLAGS
@@ -43,7 +44,7 @@ def define_flags():
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: --workdir must be a JD-BW training workdir")
+    raise CheckpointError(f"{path} not found: --workdir must be a JD-BW training workdir")
   with open(path) as f:
     return ml_collections.ConfigDict(json.load(f))
 
@@ -57,7 +58,7 @@ def load_model(workdir: str, step: int = 0):
   with Checkpointer(os.path.join(workdir, "checkpoints")) as checkpointer:
     restored = checkpointer.restore(target, step=step or None)
   if restored is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
+    raise CheckpointError(f"no checkpoint in {workdir}/checkpoints")
   state, restored_step = restored
   logging.info("Restored step %d from %s", restored_step, workdir)
   return model, state
@@ -132,4 +133,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

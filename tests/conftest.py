@@ -15,8 +15,8 @@ flags.FLAGS.mark_as_parsed()
 import jax  # noqa: E402  (after the env tweaks above)
 
 # Re-use XLA compilations across test processes: CPU compiles dominate the suite.
-jax.config.update(
-    "jax_compilation_cache_dir",
-    os.environ.get("I2I_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "i2i_jax_test_cache")),
-)
+_CACHE = os.environ.get("I2I_TEST_JAX_CACHE",
+                        os.path.join(tempfile.gettempdir(), "i2i_jax_test_cache"))
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+os.environ.setdefault("I2I_JAX_CACHE_DIR", _CACHE)  # the entrypoints' cache, in subprocesses
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -17,6 +17,7 @@ import pytest
 from flax.training import train_state
 
 from i2i_jax.checkpoint import Checkpointer, save_config
+from i2i_jax.errors import CheckpointError
 
 
 class _State(train_state.TrainState):
@@ -143,6 +144,50 @@ def test_missing_and_extra_keys_are_named(tmp_path):
       ckpt.restore({"g": jnp.zeros(2), "c": jnp.zeros(1)})
   assert "c: missing from the checkpoint" in str(error.value)
   assert "d: in the checkpoint (shape (3,)) but not in the target" in str(error.value)
+
+
+def _truncate_files(directory):
+  for path in directory.rglob("*"):
+    if path.is_file():
+      path.write_bytes(b"")
+
+
+def test_unreadable_latest_falls_back_to_the_previous(tmp_path):
+  with Checkpointer(tmp_path) as ckpt:
+    ckpt.save(1, _make_state(1), {"data": _iterator()})
+    ckpt.save(2, _make_state(2), {"data": _iterator()})
+  _truncate_files(tmp_path / "2")
+  with Checkpointer(tmp_path) as ckpt:
+    restored, step = ckpt.restore(_make_state(0), {"data": _iterator()})
+    assert step == 1
+    _assert_bit_identical(restored, _make_state(1))
+    assert ckpt.all_steps() == [1]
+    assert len(list((tmp_path / "corrupt").iterdir())) == 1  # kept for inspection
+    assert ckpt.save(2, _make_state(2), force=True)  # the step number is free again
+    ckpt.wait_until_finished()
+    assert ckpt.restore(_make_state(0))[1] == 2
+
+
+def test_no_readable_checkpoint_is_a_checkpoint_error(tmp_path):
+  with Checkpointer(tmp_path) as ckpt:
+    ckpt.save(1, _make_state(1))
+  _truncate_files(tmp_path / "1")
+  with Checkpointer(tmp_path) as ckpt, pytest.raises(CheckpointError,
+                                                     match="no readable checkpoint.*step 1"):
+    ckpt.restore(_make_state(0))
+
+
+def test_a_write_cut_short_is_invisible(tmp_path):
+  """orbax writes into a temporary directory and renames it when complete, so a run
+  killed mid-write leaves no step behind that restore would pick up."""
+  with Checkpointer(tmp_path) as ckpt:
+    ckpt.save(1, _make_state(1))
+  partial = tmp_path / "2.orbax-checkpoint-tmp-1700000000000000"
+  (partial / "state").mkdir(parents=True)
+  (partial / "state" / "_METADATA").write_text("{trunc")
+  with Checkpointer(tmp_path) as ckpt:
+    assert ckpt.all_steps() == [1]
+    _assert_bit_identical(ckpt.restore(_make_state(0))[0], _make_state(1))
 
 
 def test_reserved_iterator_name(tmp_path):

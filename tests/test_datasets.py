@@ -2,6 +2,7 @@
 
 import importlib.util
 import io
+import logging
 import pickle
 
 import ml_collections
@@ -11,6 +12,7 @@ from PIL import Image
 
 import tiny_tfds_builder
 from i2i_jax import datasets
+from i2i_jax.errors import DataError
 from i2i_jax.input_pipeline import default_domain_config
 
 
@@ -192,17 +194,36 @@ def test_folder_errors_name_the_path(tmp_path):
 
 
 @pytest.mark.parametrize("content", [b"this is no png", "truncated"])
-def test_folder_corrupt_file_names_the_file(tmp_path, content):
+def test_folder_corrupt_files_are_skipped_with_a_count_or_fail(tmp_path, content, caplog):
   _save(tmp_path / "good.png", "RGB", (8, 8))
+  _save(tmp_path / "good2.png", "L", (9, 7))
   if content == "truncated":
     buffer = io.BytesIO()
     Image.fromarray(np.full((64, 64, 3), 7, np.uint8)).save(buffer, format="JPEG")
     content = buffer.getvalue()[:200]
   (tmp_path / "zz_bad.jpg").write_bytes(content)
-  source = datasets.ImageFolderSource(tmp_path)
-  bad = [i for i in range(len(source)) if source._paths[i].endswith("zz_bad.jpg")]
-  with pytest.raises(ValueError, match="cannot decode image file .*zz_bad.jpg"):
-    source[bad[0]]
+
+  with caplog.at_level(logging.WARNING):
+    source = datasets.ImageFolderSource(tmp_path)  # corrupt_images="skip"
+  assert len(source) == 2 and all(not p.endswith("zz_bad.jpg") for p in source.paths)
+  assert len(source.skipped) == 1 and "zz_bad.jpg" in source.skipped[0]
+  assert f"1 of 3 image files under {tmp_path} cannot be decoded" in caplog.text
+
+  with pytest.raises(DataError, match=r"1 of 3 image files .*zz_bad.jpg.*corrupt_images='skip'"):
+    datasets.ImageFolderSource(tmp_path, corrupt_images="fail")
+
+  unchecked = datasets.ImageFolderSource(tmp_path, corrupt_images="unchecked")
+  bad = unchecked.paths.index(str(tmp_path / "zz_bad.jpg"))
+  with pytest.raises(DataError, match="cannot decode image file .*zz_bad.jpg"):
+    unchecked[bad]
+
+
+def test_folder_of_only_corrupt_files_and_unknown_policy(tmp_path):
+  (tmp_path / "bad.png").write_bytes(b"nope")
+  with pytest.raises(DataError, match="none is left"):
+    datasets.ImageFolderSource(tmp_path)
+  with pytest.raises(DataError, match="unknown corrupt_images policy 'ignore'"):
+    datasets.ImageFolderSource(tmp_path, corrupt_images="ignore")
 
 
 # ----------------------------------------------------------------------------- tfds

@@ -80,6 +80,7 @@ def test_non_finite_step_leaves_state_unchanged(model_and_state):
   batch["x"]["image"] = batch["x"]["image"].at[0, 0, 0, 0, 0].set(jnp.nan)
   new, metrics = train_step(state, batch)
   assert float(metrics["finite"]) == 0.0
+  assert float(metrics["finite_g"]) == 0.0  # slot 0 feeds the generator step
   for a, b in zip(jax.tree_util.tree_leaves((new.g, new.d, new.w)),
                   jax.tree_util.tree_leaves((state.g, state.d, state.w))):
     np.testing.assert_array_equal(a, b)

@@ -1,0 +1,26 @@
+"""Errors in what the user supplied (config, data, checkpoints), as opposed to bugs.
+
+The entrypoints print these as one line naming the field, file or key, without a
+traceback (`i2i_jax.cli`); anything else keeps its traceback. They subclass
+ValueError, so callers that catch ValueError keep working.
+"""
+
+
+class InputError(ValueError):
+  """Bad input the user can fix; the message says what and where."""
+
+
+class ConfigError(InputError):
+  """A config field with an unknown or inconsistent value."""
+
+
+class DataError(InputError):
+  """Data that is missing, unprepared, unreadable or of the wrong shape."""
+
+
+class CheckpointError(InputError):
+  """A checkpoint that is missing, unreadable or written by another config."""
+
+
+class TrainingDiverged(RuntimeError):
+  """Losses or gradients stayed non-finite (config.nonfinite says how to react)."""
