@@ -85,11 +85,32 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.reg_w = 10.0  # R1 (FUNIT's trainer)
   config.use_classifier_head = True  # ablation: False = without Dcls
   config.transductive = True  # ablation: False = target not in training (FUNIT)
-  config.compute_dtype = "float32"
+  config.compute_dtype = "auto"  # bf16 compute on GPU/TPU, float32 on CPU; params fp32
 
   config.log_every = 100
   config.sample_every = 2000
   config.checkpoint_every = 2000
   config.max_to_keep = 3
+  # A step with non-finite losses/gradients is always skipped; then "skip" trains on,
+  # "restore" goes back to the last checkpoint (at most max_restores times), "stop" ends.
+  config.nonfinite = "skip"
+  config.max_restores = 3
   config.num_samples = 8
+
+  # Periodic evaluation of A -> B (balagan_jax.evaluate runs the same on a checkpoint).
+  config.eval_every = 10_000  # FID/KID, diversity, class matching; 0 = off
+  config.num_eval = 1000  # translations, each a source of A with a reference of B
+  config.eval = ml_collections.ConfigDict()
+  # A classifier of all modalities of both domains gives the "domain" features of
+  # FID/KID/diversity (works without labels); where both domains carry the same labels a
+  # classifier of B's labels judges class matching. 0 = neither.
+  config.eval.classifier_steps = 2000
+  config.eval.classifier_batch = 128
+  # pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or .npz): Inception scores too.
+  config.eval.inception_weights = ""
+  config.eval.kid_subset_size = 1000  # torch-fidelity's; capped at the sample counts
+  config.eval.batch_size = 100  # images per translation / feature-extraction call
+  # Diversity: each of these sources is translated with each of these references.
+  config.eval.diversity_sources = 50
+  config.eval.diversity_references = 10
   return config

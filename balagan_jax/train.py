@@ -1,5 +1,6 @@
 """BalaGAN training: modalities (stage 1), then the translation network (stage 2)."""
 
+import functools
 import os
 
 import jax
@@ -10,7 +11,8 @@ from etils import epath
 
 from balagan_jax import modalities as modalities_lib
 from balagan_jax.steps import BalaGAN, TrainState
-from i2i_jax import datasets, images, input_pipeline, loop, sharding
+from i2i_jax import classifier, datasets, evaluation, images, input_pipeline, loop, sharding
+from i2i_jax import metrics as metrics_lib
 from i2i_jax.checkpoint import Checkpointer, save_config
 from i2i_jax.writers import MetricWriter
 
@@ -74,6 +76,127 @@ def make_sampler(model: BalaGAN):
   return sample
 
 
+def translation_grid(sample, state, sources, references) -> np.ndarray:
+  """Rows: sources, references, outputs G(source, reference) of the EMA generator."""
+  return images.make_grid([sources, references, np.asarray(sample(state, sources, references))])
+
+
+def can_evaluate(config, inception_weights: str) -> bool:
+  """Evaluation needs features: the run's own classifier or Inception weights."""
+  return bool(config.eval.classifier_steps) or bool(inception_weights)
+
+
+def modality_batches(config, mods: modalities_lib.Modalities):
+  """Both domains labelled by modality, drawn uniformly: the evaluation classifier's
+  data. B is included even when training is not transductive, since the classifier's
+  features must describe B's images."""
+  union = datasets.RelabelledUnion([
+      (input_pipeline.domain_source(config.data.source), mods.source_labels),
+      (input_pipeline.domain_source(config.data.target), mods.target_labels)])
+  return iter(input_pipeline.make_domain_dataset(
+      training_domain(config, mods.num_classes), batch_size=config.eval.classifier_batch,
+      seed=config.seed + 7, source=union, shard_index=0, shard_count=1))
+
+
+def target_label_batches(config):
+  """B's labelled images: the data of the class-matching judge."""
+  return iter(input_pipeline.make_domain_dataset(
+      config.data.target, batch_size=config.eval.classifier_batch, seed=config.seed + 8,
+      shard_index=0, shard_count=1))
+
+
+def shared_label_classes(config) -> int:
+  """Label classes for class matching A -> B, or 0 where it means nothing.
+
+  It needs labels in both domains, and B must carry every class of A, since the judge
+  is trained on B: digits -> styled digits qualify; CelebA women -> men, whose labels
+  are the domains themselves, and unlabelled folders do not.
+  """
+  labels = [datasets.source_labels(datasets.build_source(domain))
+            for domain in (config.data.source, config.data.target)]
+  if any(domain_labels is None for domain_labels in labels):
+    return 0
+  source_classes, target_classes = (set(np.unique(domain_labels[domain_labels >= 0]).tolist())
+                                    for domain_labels in labels)
+  return max(target_classes) + 1 if source_classes <= target_classes else 0
+
+
+class Evaluator:
+  """A -> B translations (sources of A in the style of references of B, EMA generator)
+  on fixed samples, scored against real B images: FID/KID in the features of a
+  modality classifier ("domain") and Inception's, diversity over references, and
+  class matching where both domains carry the same labels.
+
+  The modality classifier (all k_source + k_target modalities of both domains, so it
+  works for unlabelled data) is trained once per workdir and cached as
+  eval_classifier.msgpack; the class-matching judge, trained on B's labels, as
+  eval_target_classifier.msgpack.
+  """
+
+  def __init__(self, config, workdir, mods: modalities_lib.Modalities, image_shape, *,
+               inception_weights: str, num_eval: int):
+    self.config = config
+    ev = config.eval
+    self.num_modalities = mods.num_classes
+    self.inception_weights = inception_weights
+    self.sources = input_pipeline.fixed_batch(config.data.source, num_eval, seed=config.seed + 11)
+    self.references = input_pipeline.fixed_batch(config.data.target, num_eval,
+                                                 seed=config.seed + 12)["image"]
+    self.real = input_pipeline.fixed_batch(config.data.target, num_eval, seed=config.seed + 13)
+    domain = None
+    if ev.classifier_steps:
+      params = evaluation.cached_classifier(
+          os.path.join(workdir, "eval_classifier.msgpack"),
+          functools.partial(modality_batches, config, mods), mods.num_classes, image_shape,
+          steps=ev.classifier_steps, seed=config.seed)
+      domain = metrics_lib.domain_feature_extractor(params, mods.num_classes)
+    self.real_features = evaluation.RealFeatures(
+        self.real["image"], evaluation.feature_spaces(domain, inception_weights),
+        kid_subset_size=ev.kid_subset_size, batch_size=ev.batch_size)
+    self.num_labels = shared_label_classes(config) if ev.classifier_steps else 0
+    if self.num_labels:
+      self.judge = evaluation.cached_classifier(
+          os.path.join(workdir, "eval_target_classifier.msgpack"),
+          functools.partial(target_label_batches, config), self.num_labels, image_shape,
+          steps=ev.classifier_steps, seed=config.seed)
+    self.num_diversity_sources = min(ev.diversity_sources, num_eval)
+    self.num_diversity_references = min(ev.diversity_references, num_eval)
+
+  def describe(self) -> dict[str, str]:
+    """What the metrics' `_domain` / `_inception` suffixes and class_match refer to."""
+    return {
+        "domain": (f"128-d features of eval_classifier.msgpack ({self.num_modalities} "
+                   "modalities of both domains)" if "domain" in self.real_features.spaces
+                   else "off: config.eval.classifier_steps = 0"),
+        "inception": self.inception_weights or "off: no weights given",
+        "class_match": (f"eval_target_classifier.msgpack ({self.num_labels} classes of B's "
+                        "labels)" if self.num_labels
+                        else "unavailable: the domains do not share labels"),
+        "diversity": (f"{self.num_diversity_sources} sources x "
+                      f"{self.num_diversity_references} references"),
+    }
+
+  def __call__(self, sample, state) -> dict[str, float]:
+    translate = functools.partial(sample, state)
+    batch = self.config.eval.batch_size
+    out, = evaluation.in_batches(translate, (self.sources["image"], self.references), batch)
+    scores = self.real_features.score(out, "a_to_b")
+    s, r = self.num_diversity_sources, self.num_diversity_references
+    grouped, = evaluation.in_batches(
+        translate, (np.repeat(self.sources["image"][:s], r, 0),
+                    np.tile(self.references[:r], (s, 1, 1, 1))), batch)
+    scores.update(self.real_features.diversity(grouped.reshape((s, r) + grouped.shape[1:]),
+                                               "a_to_b"))
+    if self.num_labels:
+      predict = lambda images_: classifier.predict(self.judge, images_, self.num_labels)
+      scores["class_match_a_to_b"] = metrics_lib.class_matching_rate(predict(out),
+                                                                 self.sources["label"])
+      # Sanity of the judge itself, on real images of B.
+      scores["classifier_acc_b"] = classifier.accuracy(predict(self.real["image"]),
+                                                       self.real["label"])
+    return scores
+
+
 def restore_or_init(model: BalaGAN, config, checkpointer, streams):
   state = jax.jit(model.init_state)(jax.random.key(config.seed))
   restored = checkpointer.restore(state, streams)
@@ -105,23 +228,33 @@ def train_translation(config, workdir: str, mods: modalities_lib.Modalities) -> 
 
   def on_metrics(step, metrics):
     scalars = {k: float(v) for k, v in metrics.items()}
-    if scalars.get("finite", 1.0) < 1.0:
-      logging.warning("Step %d: non-finite losses or gradients in %.0f%% of the last steps; "
-                      "those updates were skipped.", step, 100 * (1 - scalars["finite"]))
     writer.write_scalars(step, scalars)
 
   def write_samples(step, state):
-    out = np.asarray(sample(state, sample_x, sample_y))
-    grid = images.make_grid([sample_x, sample_y, out])  # source / reference / output
+    grid = translation_grid(sample, state, sample_x, sample_y)
     writer.write_images(step, {"translation": grid})
     if jax.process_index() == 0:
       images.save_png(os.path.join(workdir, "samples", f"translation_{step:07d}.png"), grid)
 
+  actions = [loop.PeriodicAction(config.sample_every, write_samples)]
+  if config.eval_every and can_evaluate(config, config.eval.inception_weights):
+    evaluator = Evaluator(config, workdir, mods, sample_x.shape[1:],
+                          inception_weights=config.eval.inception_weights,
+                          num_eval=config.num_eval)
+
+    def evaluate(step, state):
+      scores = evaluator(sample, state)
+      logging.info("Step %d: %s", step, {k: round(v, 4) for k, v in scores.items()})
+      writer.write_scalars(step, {f"eval/{k}": v for k, v in scores.items()})
+
+    actions.append(loop.PeriodicAction(config.eval_every, evaluate))
+
   state = loop.run(state=state, step_fn=train_step, batches=sharded_batches(streams, mesh),
                    start_step=start_step, num_steps=config.num_steps, checkpointer=checkpointer,
                    data_iterators=streams, on_metrics=on_metrics, log_every=config.log_every,
-                   actions=(loop.PeriodicAction(config.sample_every, write_samples),),
-                   writer=writer)
+                   actions=tuple(actions),
+                   writer=writer, nonfinite=config.nonfinite,
+                   max_restores=config.max_restores)
   writer.close()
   checkpointer.close()
   return state

@@ -63,19 +63,31 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.gp_weight = 10.0  # WGAN-GP's lambda
   config.gp_target = 1.0
-  config.compute_dtype = "float32"  # "bfloat16": bf16 compute, fp32 params and optimizer
+  # "auto": bfloat16 compute on GPU/TPU, float32 on CPU; "float32"/"bfloat16" force one.
+  # Parameters and optimizer state are float32 either way.
+  config.compute_dtype = "auto"
 
   config.log_every = 50
   config.sample_every = 1000
-  config.eval_every = 5000
+  config.eval_every = 5000  # class matching and FID/KID (config.eval); 0 = off
   config.checkpoint_every = 1000
   config.max_to_keep = 3
+  # A step with non-finite losses/gradients is always skipped; then "skip" trains on,
+  # "restore" goes back to the last checkpoint (at most max_restores times), "stop" ends.
+  config.nonfinite = "skip"
+  config.max_restores = 3
   config.num_samples = 16  # images per row in the sample grids
-  config.num_eval = 1000  # samples for the class-matching rate
+  config.num_eval = 1000  # samples per direction for class matching and FID/KID
 
   config.eval = ml_collections.ConfigDict()
-  config.eval.classifier_steps = 1500  # digit classifiers for class matching; 0 = off
+  # Classifiers of each domain's labels: they judge class matching and give the
+  # "domain" features of FID/KID. 0 = off (as is any run with num_classes 0).
+  config.eval.classifier_steps = 1500
   config.eval.classifier_batch = 128
+  # pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or .npz): Inception FID/KID too.
+  config.eval.inception_weights = ""
+  config.eval.kid_subset_size = 1000  # torch-fidelity's; capped at the sample counts
+  config.eval.batch_size = 250  # images per translation / feature-extraction call
   return config
 
 

@@ -1,5 +1,6 @@
 """JD-BW training: data streams, jitted data-parallel step, logging, samples, evaluation."""
 
+import functools
 import os
 
 import jax
@@ -8,7 +9,8 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from i2i_jax import classifier, images, input_pipeline, loop, sharding
+from i2i_jax import classifier, evaluation, images, input_pipeline, loop, sharding
+from i2i_jax import metrics as metrics_lib
 from i2i_jax.checkpoint import Checkpointer, save_config
 from i2i_jax.writers import MetricWriter
 from jdbw_jax.steps import JDBW, TrainState
@@ -84,52 +86,87 @@ def sample_grids(model: JDBW, translate, state, x, y, noise_rng, num_noise: int 
        for r in range(rows)])
   return grids
 
-class ClassMatchingEvaluator:
-  """Class-matching rate of both directions, judged by classifiers of the other domain.
+def classifier_batches(config, domain):
+  """Labelled training batches of one domain for its evaluation classifier."""
+  return iter(input_pipeline.make_domain_dataset(
+      domain, batch_size=config.eval.classifier_batch, seed=config.seed + 7, shard_index=0,
+      shard_count=1))
 
-  Classifiers are trained once per workdir (on each domain's labelled stream) and
-  cached next to the checkpoints, so resumed runs and `evaluate` reuse them.
+def can_evaluate(config, inception_weights: str) -> bool:
+  """Evaluation needs a judge: labelled domains with classifiers, or Inception weights."""
+  return bool(config.data.num_classes and config.eval.classifier_steps) or bool(inception_weights)
+
+class Evaluator:
+  """Both directions on fixed samples: class-matching rates, judged by classifiers of
+  the other domain, and FID/KID of the translations against real images of their
+  target domain, in those classifiers' features ("domain") and Inception's.
+
+  The classifiers are trained once per workdir on each domain's labels and cached as
+  classifier_{x,y}.msgpack, so resumed runs and `jdbw_jax.evaluate` reuse them.
+  Unlabelled data (config.data.num_classes = 0) has none: then only Inception
+  features, given their weights, score.
   """
 
-  def __init__(self, config, workdir, x_shape, y_shape):
+  def __init__(self, config, workdir, x_shape, y_shape, *, inception_weights: str,
+               num_eval: int):
     self.config = config
     self.num_classes = config.data.num_classes
     self.params = {}
-    for name, domain, shape in (("x", config.data.source, x_shape),
-                                ("y", config.data.target, y_shape)):
-      path = os.path.join(workdir, f"classifier_{name}.msgpack")
-      if epath.Path(path).exists():
-        self.params[name] = classifier.load_params(path, self.num_classes, shape)
-        continue
-      logging.info("Training the %s-domain classifier for class-matching evaluation.", name)
-      stream = iter(input_pipeline.make_domain_dataset(
-          domain, batch_size=config.eval.classifier_batch, seed=config.seed + 7, shard_index=0,
-          shard_count=1))
-      self.params[name] = classifier.train_classifier(
-          stream, self.num_classes, shape, steps=config.eval.classifier_steps,
-          seed=config.seed, log_fn=logging.info)
-      if jax.process_index() == 0:
-        classifier.save_params(path, self.params[name])
-    self.x, self.y = fixed_inputs(config, config.num_eval, seed=config.seed + 11)
+    if self.num_classes and config.eval.classifier_steps:
+      for name, domain, shape in (("x", config.data.source, x_shape),
+                                  ("y", config.data.target, y_shape)):
+        self.params[name] = evaluation.cached_classifier(
+            os.path.join(workdir, f"classifier_{name}.msgpack"),
+            functools.partial(classifier_batches, config, domain), self.num_classes, shape,
+            steps=config.eval.classifier_steps, seed=config.seed)
+    self.x, self.y = fixed_inputs(config, num_eval, seed=config.seed + 11)
+    self.inception_weights = inception_weights
+    # Translations into Y are scored against real Y in the Y classifier's features.
+    self.real = {"x_to_y": self._real_features(self.y["image"], "y"),
+                 "y_to_x": self._real_features(self.x["image"], "x")}
+
+  def _real_features(self, real_images, domain_name):
+    domain = (metrics_lib.domain_feature_extractor(self.params[domain_name], self.num_classes)
+              if domain_name in self.params else None)
+    return evaluation.RealFeatures(
+        real_images, evaluation.feature_spaces(domain, self.inception_weights),
+        kid_subset_size=self.config.eval.kid_subset_size,
+        batch_size=self.config.eval.batch_size)
+
+  def describe(self) -> dict[str, str]:
+    """Which features the FID/KID keys' `_domain` / `_inception` suffixes refer to."""
+    if self.params:
+      domain = ("128-d features of classifier_y.msgpack (x_to_y) and classifier_x.msgpack "
+                "(y_to_x)")
+    elif not self.num_classes:
+      domain = "unavailable: unlabelled data (config.data.num_classes = 0)"
+    else:
+      domain = "off: config.eval.classifier_steps = 0"
+    return {"domain": domain, "inception": self.inception_weights or "off: no weights given"}
 
   def __call__(self, model: JDBW, translate, state) -> dict[str, float]:
     n = self.x["image"].shape[0]
     k1, k2 = jax.random.split(jax.random.key(self.config.seed + 13))
-    gx, _, gy, _ = jax.device_get(translate(state, self.x["image"], self.y["image"],
-                                            model.sample_noise(k1, n), model.sample_noise(k2, n)))
-    pred_y = classifier.predict(self.params["y"], gx, self.num_classes)
-    pred_x = classifier.predict(self.params["x"], gy, self.num_classes)
-    return {
-        "class_match_x_to_y": classifier.accuracy(pred_y, self.x["label"]),
-        "class_match_y_to_x": classifier.accuracy(pred_x, self.y["label"]),
-        # Sanity of the judges themselves, on real images of their own domain.
-        "classifier_acc_y": classifier.accuracy(
-            classifier.predict(self.params["y"], self.y["image"], self.num_classes),
-            self.y["label"]),
-        "classifier_acc_x": classifier.accuracy(
-            classifier.predict(self.params["x"], self.x["image"], self.num_classes),
-            self.x["label"]),
-    }
+    gx, _, gy, _ = evaluation.in_batches(
+        functools.partial(translate, state),
+        (self.x["image"], self.y["image"], model.sample_noise(k1, n), model.sample_noise(k2, n)),
+        self.config.eval.batch_size)
+    out = {}
+    if self.params:
+      predict = lambda name, images_: classifier.predict(self.params[name], images_,
+                                                         self.num_classes)
+      out.update({
+          "class_match_x_to_y": metrics_lib.class_matching_rate(predict("y", gx), self.x["label"]),
+          "class_match_y_to_x": metrics_lib.class_matching_rate(predict("x", gy), self.y["label"]),
+          # Sanity of the judges themselves, on real images of their own domain.
+          "classifier_acc_y": classifier.accuracy(predict("y", self.y["image"]),
+                                                  self.y["label"]),
+          "classifier_acc_x": classifier.accuracy(predict("x", self.x["image"]),
+                                                  self.x["label"]),
+      })
+    out.update(self.real["x_to_y"].score(gx, "x_to_y"))
+    out.update(self.real["y_to_x"].score(gy, "y_to_x"))
+    return out
 
 def scalar_metrics(metrics, num_classes: int) -> dict[str, float]:
   """Flattens per-class vectors into scalars like class_share_x/3 for TensorBoard."""
@@ -177,14 +214,13 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     writer.write_hparams(config.to_dict())
 
   evaluator = None
-  if config.data.num_classes and config.eval.classifier_steps:
-    evaluator = ClassMatchingEvaluator(config, workdir, x_shape, y_shape)
+  if config.eval_every and can_evaluate(config, config.eval.inception_weights):
+    evaluator = Evaluator(config, workdir, x_shape, y_shape,
+                          inception_weights=config.eval.inception_weights,
+                          num_eval=config.num_eval)
 
   def on_metrics(step, metrics):
     scalars = scalar_metrics(metrics, config.data.num_classes)
-    if scalars.get("finite", 1.0) < 1.0:
-      logging.warning("Step %d: non-finite losses or gradients in %.0f%% of the last steps; "
-                      "those updates were skipped.", step, 100 * (1 - scalars["finite"]))
     writer.write_scalars(step, scalars)
 
   def write_samples(step, state):
@@ -196,9 +232,9 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         images.save_png(os.path.join(workdir, "samples", f"{name}_{step:07d}.png"), grid)
 
   def evaluate(step, state):
-    rates = evaluator(model, translate, state)
-    logging.info("Step %d: %s", step, {k: round(v, 4) for k, v in rates.items()})
-    writer.write_scalars(step, {f"eval/{k}": v for k, v in rates.items()})
+    scores = evaluator(model, translate, state)
+    logging.info("Step %d: %s", step, {k: round(v, 4) for k, v in scores.items()})
+    writer.write_scalars(step, {f"eval/{k}": v for k, v in scores.items()})
 
   actions = [loop.PeriodicAction(config.sample_every, write_samples)]
   if evaluator is not None:
@@ -207,7 +243,8 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                    start_step=start_step, num_steps=config.num_steps, checkpointer=checkpointer,
                    data_iterators={f"data_{k}": it for k, it in streams.items()},
                    on_metrics=on_metrics, log_every=config.log_every, actions=tuple(actions),
-                   writer=writer)
+                   writer=writer, nonfinite=config.nonfinite,
+                   max_restores=config.max_restores)
   writer.flush()
   writer.close()
   checkpointer.close()

@@ -41,4 +41,5 @@ def tiny_config(**overrides):
   config.sample_every = 2
   config.checkpoint_every = 1
   config.num_samples = 4
+  config.eval_every = 0  # evaluation has its own tests (test_evaluate.py)
   return apply_overrides(config, overrides)
