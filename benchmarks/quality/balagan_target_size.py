@@ -1,0 +1,266 @@
+"""BalaGAN's Table 2 trend in miniature: FID as the poor target domain shrinks.
+
+Table 2 of the paper gives the FID (lower is better) of dog -> wolf and woman -> man
+translations trained with |B| = 1000, 500, 250, 125 target images: every method's
+FID rises as |B| shrinks, BalaGAN's least ("more stable as the size of the target
+domain decreases", Section 4.1; AFD: 60.9 -> 157.7, CycleGAN 77.8 -> 202.6). The
+baselines there are other methods; here it is BalaGAN with k = 1, which Section 4.2
+calls "the common setting of image-to-image translation" (one source modality, so
+the translator learns A <-> B only). BalaGAN proper takes k by its rule, the
+smallest k with |B| >= |A| / k (Section 3.1).
+
+Data (configs/balagan_digits_demo.py): A = 2,250 grey digits, B = the first |B| of
+other digits painted amber on navy; the B sets are nested. FID compares A -> B
+translations of held-out grey digits (each with a random reference from the run's
+B) with held-out painted digits; no run trains on either held-out set, so every
+row shares one reference set. The features are one 20-class digit x style
+classifier (A's digits grey, and painted as B is) trained once per benchmark, so
+all FIDs of a table share one feature space; with --inception_weights Inception
+FIDs are added. Absolute values are not comparable with the paper's.
+
+  python benchmarks/quality/balagan_target_size.py            # GPU-sized (see GPU_*)
+  python benchmarks/quality/balagan_target_size.py --quick    # CPU: a few minutes
+
+Writes WORKDIR/B<size>_<variant>/ (a training workdir each), WORKDIR/features/ and
+WORKDIR/results.json.
+"""
+
+import copy
+import functools
+import os
+import time
+
+import numpy as np
+from absl import app, flags, logging
+
+import common
+from balagan_jax import modalities, train, translate
+from i2i_jax import datasets, evaluation, input_pipeline, metrics, platform
+
+FLAGS = flags.FLAGS
+SIZES = (1000, 500, 250, 125)  # Table 2's |B|
+QUICK_SIZES = (1000, 125)
+VARIANTS = ("balagan", "k1")
+# The embedded digits in their class-interleaved order: A is all[0:2250] (the demo's
+# "train[:50%]"), B the first |B| of all[2250:4500] ("train[50%:]" with max_records),
+# so every B lies in all[2250:3250] and all[3250:5000] is never trained on.
+MAX_TARGET_SIZE = 1000
+HELD_OUT_SOURCE_SPLIT = "all[3250:4125]"  # 875 grey digits to translate
+HELD_OUT_TARGET_SPLIT = "all[4125:]"  # 875 painted digits: FID's real set
+FEATURES_FILE = "digit_style_classifier.msgpack"
+
+# GPU default: 8 runs (4 sizes x 2 variants). XLA counts 51 GFLOP per translation step
+# at batch 32 and 25 GFLOP per encoder step at batch 256, so the steps are latency-
+# rather than FLOP-bound on an H100: at an assumed ~10 ms per translation step a run
+# trains in ~30 s; with ~30-60 s compilation per modality count (5 distinct) the
+# benchmark should finish in about 8-10 min. An estimate, not a measurement.
+GPU_ENCODER_STEPS = 1000
+GPU_ENCODER_BATCH = 256
+GPU_STEPS = 2500
+GPU_BATCH = 32
+GPU_FEATURE_STEPS = 2000
+GPU_DATA_WORKERS = 2
+
+
+def define_flags():
+  flags.DEFINE_list("sizes", None, f"Target sizes |B| (at most {MAX_TARGET_SIZE}); default "
+                    f"{SIZES}, with --quick {QUICK_SIZES}.")
+  flags.DEFINE_string("inception_weights", "", "pytorch-fid Inception weights: adds "
+                      "Inception FIDs next to the digit-feature ones.")
+
+
+def build_config(quick: bool, seed: int):
+  """The embedded BalaGAN demo, sized; the target size and variant are set per run."""
+  config = common.load_config("configs/balagan_digits_demo.py")
+  config.seed = seed
+  if quick:  # The demo's CPU networks, shorter: checks the plumbing.
+    config.encoder.num_steps = 40
+    config.num_steps = 100
+    config.eval.classifier_steps = 150  # the FID feature classifier
+  else:
+    config.encoder.num_steps = GPU_ENCODER_STEPS
+    config.encoder.batch_size = GPU_ENCODER_BATCH
+    config.num_steps = GPU_STEPS
+    config.batch_size = GPU_BATCH
+    config.eval.classifier_steps = GPU_FEATURE_STEPS
+    config.data.source.num_workers = GPU_DATA_WORKERS
+  config.eval_every = 0  # scored here against the shared held-out set
+  config.log_every = max(config.num_steps // 50, 1)
+  config.sample_every = config.num_steps
+  config.checkpoint_every = config.num_steps
+  return config
+
+
+def check_layout(base, sizes) -> None:
+  """The held-out digits are disjoint from A and B only for the demo's splits."""
+  layout = ("embedded_mnist", "train[:50%]", "train[50%:]")
+  for role, domain in (("source", base.data.source), ("target", base.data.target)):
+    expected = layout[0], layout[1 if role == "source" else 2]
+    if (domain.kind, domain.split) != expected:
+      raise ValueError(f"config.data.{role}: kind {domain.kind!r}, split {domain.split!r}; the "
+                       f"benchmark's held-out digits assume {expected}")
+  if max(sizes) > MAX_TARGET_SIZE:
+    raise ValueError(f"target size {max(sizes)} > {MAX_TARGET_SIZE}: B would overlap the "
+                     f"held-out digits {HELD_OUT_SOURCE_SPLIT}")
+
+
+def run_config(base, target_size: int, variant: str, run_dir: str):
+  """`base` with |B| = target_size and the variant's modalities."""
+  config = copy.deepcopy(base)
+  config.data.target.max_records = target_size
+  if variant == "k1":
+    # One modality holding all of A: what modalities.k_source = 1 gives (k-means with
+    # one cluster), without training the encoder that such a clustering ignores.
+    path = os.path.join(run_dir, "one_modality.npz")
+    os.makedirs(run_dir, exist_ok=True)
+    num_source = len(input_pipeline.domain_source(config.data.source))
+    np.savez(path, source=np.zeros(num_source, np.int32))
+    config.modalities.assignment = path
+  elif variant != "balagan":
+    raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+  return config
+
+
+def source_like_domain(base, split: str, painted: bool):
+  """Digits of `split` with A's preprocessing; painted as B is when `painted`."""
+  domain = copy.deepcopy(base.data.source)
+  domain.split = split
+  domain.num_workers = 0  # evaluation-sized reads
+  if painted:
+    domain.colorize_foreground = base.data.target.colorize_foreground
+    domain.colorize_background = base.data.target.colorize_background
+  return domain
+
+
+def digit_style_batches(base, num_digits: int):
+  """A's digits, half grey (label d) and half painted as B (label num_digits + d)."""
+  half = base.eval.classifier_batch // 2
+  streams = [iter(input_pipeline.make_domain_dataset(
+      source_like_domain(base, base.data.source.split, painted), batch_size=half,
+      seed=base.seed + 20 + i, shard_index=0, shard_count=1))
+             for i, painted in enumerate((False, True))]
+  while True:
+    grey, painted = (next(s) for s in streams)
+    yield {"image": np.concatenate([grey["image"], painted["image"]]),
+           "label": np.concatenate([grey["label"], painted["label"] + num_digits])}
+
+
+def feature_extractor(base, directory: str) -> metrics.FeatureExtractor:
+  """ONE digit x style classifier for every run: FIDs of one table must share features."""
+  num_digits = int(datasets.source_labels(input_pipeline.domain_source(base.data.source)).max()) + 1
+  shape = (base.data.source.image_size,) * 2 + (base.data.source.channels,)
+  os.makedirs(directory, exist_ok=True)
+  params = evaluation.cached_classifier(
+      os.path.join(directory, FEATURES_FILE),
+      functools.partial(digit_style_batches, base, num_digits), 2 * num_digits, shape,
+      steps=base.eval.classifier_steps, seed=base.seed)
+  return metrics.domain_feature_extractor(params, 2 * num_digits)
+
+
+def all_images(domain, seed: int) -> np.ndarray:
+  """Every image of `domain` once, with evaluation preprocessing."""
+  return input_pipeline.fixed_batch(domain, len(input_pipeline.domain_source(domain)),
+                                    seed=seed)["image"]
+
+
+def translations(run_dir: str, sources: np.ndarray, seed: int) -> np.ndarray:
+  """A -> B of `sources` by the run's EMA generator, each with a random reference of
+  the run's own B (all the target data it had)."""
+  model, state = translate.load_model(run_dir)
+  references = all_images(model.config.data.target, seed)
+  pick = np.random.default_rng(seed).integers(0, len(references), len(sources))
+  out, = evaluation.in_batches(functools.partial(train.make_sampler(model), state),
+                               (sources, references[pick]), model.config.eval.batch_size)
+  return out
+
+
+def run_variant(base, target_size: int, variant: str, workdir: str, sources: np.ndarray,
+                real: evaluation.RealFeatures) -> dict:
+  run_dir = os.path.join(workdir, f"B{target_size}_{variant}")
+  config = run_config(base, target_size, variant, run_dir)
+  start = time.perf_counter()
+  train.train_and_evaluate(config, run_dir)
+  train_s = time.perf_counter() - start
+  mods = modalities.Modalities.load(os.path.join(run_dir, "modalities",
+                                                 modalities.ASSIGNMENT_FILE))
+  scores = real.score(translations(run_dir, sources, base.seed), "a_to_b")
+  return {"k": mods.k_source, "source_sizes": mods.summary()["source_sizes"], **scores,
+          "train_s": train_s, "wall_s": time.perf_counter() - start}
+
+
+def run_benchmark(base, workdir: str, sizes=SIZES, inception_weights: str = "") -> dict:
+  """Every (size, variant) run on `base`; the results as results.json holds them."""
+  check_layout(base, sizes)
+  start = time.perf_counter()
+  sizes = sorted(sizes, reverse=True)
+  spaces = evaluation.feature_spaces(feature_extractor(base, os.path.join(workdir, "features")),
+                                     inception_weights)
+  sources = all_images(source_like_domain(base, HELD_OUT_SOURCE_SPLIT, painted=False),
+                       base.seed)
+  real = evaluation.RealFeatures(
+      all_images(source_like_domain(base, HELD_OUT_TARGET_SPLIT, painted=True), base.seed),
+      spaces, kid_subset_size=base.eval.kid_subset_size, batch_size=base.eval.batch_size)
+  # Scale anchors: untranslated sources, and real painted digits from B's range.
+  real_b = copy.deepcopy(base.data.target)
+  real_b.max_records = MAX_TARGET_SIZE
+  anchors = {"untranslated_sources": real.score(sources, "a_to_b"),
+             "real_target_images": real.score(
+                 input_pipeline.fixed_batch(real_b, len(sources), seed=base.seed)["image"],
+                 "a_to_b")}
+  rows = []
+  for size in sizes:
+    row = {"target_size": size}
+    for variant in VARIANTS:
+      row[variant] = run_variant(base, size, variant, workdir, sources, real)
+    rows.append(row)
+  return {"benchmark": "balagan_target_size", "workdir": workdir, "seed": base.seed,
+          "num_source": len(input_pipeline.domain_source(base.data.source)),
+          "num_fid_samples": len(sources), "batch_size": base.batch_size,
+          "num_steps": base.num_steps, "encoder_steps": base.encoder.num_steps,
+          "features": sorted(spaces), "anchors": anchors, "rows": rows,
+          "wall_s": time.perf_counter() - start}
+
+
+def format_results(results: dict) -> str:
+  rows, first = results["rows"], results["rows"][0]
+  title = (f"BalaGAN, embedded digits A ({results['num_source']}) -> painted digits B, "
+           f"{results['num_steps']} translation steps at batch {results['batch_size']}, "
+           f"{results['encoder_steps']} encoder steps; FID of {results['num_fid_samples']} "
+           "held-out translations vs held-out painted digits")
+  lines = [f"== {title}"]
+  for space in results["features"]:
+    key = f"fid_a_to_b_{space}"
+    headers = ["|B|", "k (rule)", "FID BalaGAN", "FID k=1", "rise BalaGAN", "rise k=1",
+               "wall s"]
+    table = [[r["target_size"], r["balagan"]["k"], r["balagan"][key], r["k1"][key],
+              r["balagan"][key] - first["balagan"][key], r["k1"][key] - first["k1"][key],
+              round(r["balagan"]["wall_s"] + r["k1"]["wall_s"])] for r in rows]
+    anchors = results["anchors"]
+    lines += [f"-- features: {space} (rise: FID minus its value at |B| = "
+              f"{first['target_size']})", common.format_table(headers, table),
+              f"anchors: untranslated sources {anchors['untranslated_sources'][key]:.3f}, "
+              f"real painted digits {anchors['real_target_images'][key]:.3f}"]
+  lines.append("paper (Table 2): FID rises as |B| shrinks; BalaGAN's rises least")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  platform.initialize()
+  common.warn_if_cpu_without_quick(FLAGS.quick)
+  sizes = tuple(int(s) for s in FLAGS.sizes) if FLAGS.sizes else (
+      QUICK_SIZES if FLAGS.quick else SIZES)
+  workdir = common.workdir_from_flags("balagan")
+  results = run_benchmark(build_config(FLAGS.quick, FLAGS.seed), workdir, sizes,
+                          FLAGS.inception_weights)
+  results["quick"] = FLAGS.quick
+  path = common.write_results(workdir, results)
+  print(format_results(results))
+  print(f"wall time {results['wall_s']:.0f} s; results in {path}")
+  logging.info("Done: %s", path)
+
+
+if __name__ == "__main__":
+  common.define_flags()
+  define_flags()
+  app.run(main)
