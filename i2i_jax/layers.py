@@ -143,10 +143,11 @@ class InstanceNorm(nn.Module):
   """Per-sample, per-channel normalisation over space, with affine (as in MUNIT)."""
 
   epsilon: float = 1e-5
+  dtype: Dtype | None = None  # of the output; statistics are float32 regardless
 
   @nn.compact
   def __call__(self, x):
-    return nn.GroupNorm(num_groups=None, group_size=1, epsilon=self.epsilon)(x)
+    return nn.GroupNorm(num_groups=None, group_size=1, epsilon=self.epsilon, dtype=self.dtype)(x)
 
 
 class ResBlock(nn.Module):
@@ -170,7 +171,7 @@ class ResBlock(nn.Module):
     for i in range(2):
       h = Conv(self.features, 3, 1, self.use_sn, dtype=self.dtype)(h, update_stats)
       if self.norm == "instance":
-        h = InstanceNorm()(h)
+        h = InstanceNorm(dtype=self.dtype)(h)
       elif self.norm != "none":
         raise ValueError(f"unknown norm {self.norm!r}; expected 'none' or 'instance'")
       if i == 0:

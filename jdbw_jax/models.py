@@ -80,11 +80,11 @@ class ResidualGenerator(nn.Module):
   def __call__(self, x, z, update_stats: bool):
     sn, dt = self.use_sn, self.dtype
     f = self.features
-    h = nn.relu(layers.InstanceNorm()(layers.Conv(f, 7, 1, sn, dtype=dt)(x, update_stats)))
+    h = nn.relu(layers.InstanceNorm(dtype=dt)(layers.Conv(f, 7, 1, sn, dtype=dt)(x, update_stats)))
     for _ in range(self.num_down):
       f *= 2
       h = layers.Downsample(f, 4, self.downsample, sn, dtype=dt)(h, update_stats)
-      h = nn.relu(layers.InstanceNorm()(h))
+      h = nn.relu(layers.InstanceNorm(dtype=dt)(h))
     h = jnp.concatenate([h, tile_noise(z.astype(h.dtype), h.shape[1], h.shape[2])], axis=-1)
     h = nn.relu(layers.Conv(f, 1, 1, sn, dtype=dt)(h, update_stats))
     for _ in range(2 * self.num_res):
@@ -92,7 +92,7 @@ class ResidualGenerator(nn.Module):
     for _ in range(self.num_down):
       f //= 2
       h = layers.Upsample(f, 5, 2, self.upsample, sn, dtype=dt)(h, update_stats)
-      h = nn.relu(nn.GroupNorm(num_groups=1)(h))  # MUNIT's LayerNorm over (H, W, C).
+      h = nn.relu(nn.GroupNorm(num_groups=1, dtype=dt)(h))  # MUNIT's LayerNorm over (H, W, C).
     h = layers.Conv(self.out_channels, 7, 1, sn, dtype=dt)(h, update_stats)
     return jnp.tanh(h.astype(jnp.float32))
 
