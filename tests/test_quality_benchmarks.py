@@ -80,6 +80,7 @@ def test_jdbw_benchmark_reports_rates_and_weight_shares(tmp_path):
   assert json.load(open(path))["runs"]["two_sided"]["share_y"] == run["share_y"]
 
 
+@pytest.mark.slow  # ~40 s of compiles (two translation steps); keeps CI within budget
 def test_balagan_benchmark_reports_fid_per_variant(tmp_path):
   # One size only: the quick run (slow test) covers several.
   results = balagan_target_size.run_benchmark(tiny_balagan_config(), str(tmp_path),
