@@ -54,11 +54,8 @@ def evaluate_run(workdir: str, *, step: int | None = None, inception_weights: st
   sources, references = train.sample_inputs(config, config.num_samples)
   grids = {"translation": train.translation_grid(sample, state, sources, references),
            "reference_grid": translate.reference_grid(model, state, sources, references)}
-  directory = evaluation.output_dir(workdir, step, output_dir)
-  results = {"method": "balagan", "workdir": workdir, "step": step, "num_eval": num_eval,
-             "features": evaluator.describe(), "metrics": scores, "output_dir": directory}
-  evaluation.write_results(directory, results, grids)
-  return results
+  return evaluation.record_run("balagan", workdir, step, output_dir, num_eval=num_eval,
+                               features=evaluator.describe(), metrics=scores, grids=grids)
 
 
 main = evaluation.cli_main(evaluate_run)

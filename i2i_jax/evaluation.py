@@ -129,8 +129,16 @@ def fill_missing(config: ml_collections.ConfigDict,
   return config
 
 
-def output_dir(workdir: str, step: int, output: str | None = None) -> str:
-  return output or os.path.join(workdir, "eval", f"step_{step:07d}")
+def record_run(method: str, workdir: str, step: int, output: str | None, *, num_eval: int,
+               features: Mapping[str, Any], metrics: Mapping[str, float],
+               grids: Mapping[str, np.ndarray]) -> dict:
+  """Writes an evaluation (default dir WORKDIR/eval/step_NNNNNNN) and returns what
+  metrics.json holds; both methods' `evaluate_run` end here."""
+  directory = output or os.path.join(workdir, "eval", f"step_{step:07d}")
+  results = {"method": method, "workdir": workdir, "step": step, "num_eval": num_eval,
+             "features": dict(features), "metrics": dict(metrics), "output_dir": directory}
+  write_results(directory, results, grids)
+  return results
 
 
 def write_results(directory: str, results: Mapping[str, Any],

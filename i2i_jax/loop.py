@@ -136,8 +136,11 @@ def run(*, state, step_fn: Callable, batches: Iterator, start_step: int, num_ste
       step += 1
       accumulator.add(metrics)
       last = step == num_steps
-      save_due = last or guard.requested or checkpointer.should_save(step)
-      if step % log_every == 0 or last or (save_due and nonfinite == "restore"):
+      # Under "restore", metrics are checked before every save, so no checkpoint holds a
+      # skipped step.
+      check_before_save = nonfinite == "restore" and (guard.requested or
+                                                      checkpointer.should_save(step))
+      if step % log_every == 0 or last or check_before_save:
         per_step = accumulator.fetch()
         on_metrics(step, mean_metrics(per_step))
         skipped = skipped_updates(per_step, step - len(per_step) + 1)

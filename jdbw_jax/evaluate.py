@@ -50,11 +50,8 @@ def evaluate_run(workdir: str, *, step: int | None = None, inception_weights: st
   sample_x, sample_y = train.fixed_inputs(config, config.num_samples, seed=config.seed)
   grids = train.sample_grids(model, translate_fn, state, sample_x["image"], sample_y["image"],
                              jax.random.key(config.seed + step))
-  directory = evaluation.output_dir(workdir, step, output_dir)
-  results = {"method": "jdbw", "workdir": workdir, "step": step, "num_eval": num_eval,
-             "features": evaluator.describe(), "metrics": scores, "output_dir": directory}
-  evaluation.write_results(directory, results, grids)
-  return results
+  return evaluation.record_run("jdbw", workdir, step, output_dir, num_eval=num_eval,
+                               features=evaluator.describe(), metrics=scores, grids=grids)
 
 
 main = evaluation.cli_main(evaluate_run)

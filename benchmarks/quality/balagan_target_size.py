@@ -31,7 +31,7 @@ import os
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 import common
 from balagan_jax import modalities, train, translate
@@ -253,11 +253,7 @@ def main(argv):
   workdir = common.workdir_from_flags("balagan")
   results = run_benchmark(build_config(FLAGS.quick, FLAGS.seed), workdir, sizes,
                           FLAGS.inception_weights)
-  results["quick"] = FLAGS.quick
-  path = common.write_results(workdir, results)
-  print(format_results(results))
-  print(f"wall time {results['wall_s']:.0f} s; results in {path}")
-  logging.info("Done: %s", path)
+  common.report(workdir, results, FLAGS.quick, format_results)
 
 
 if __name__ == "__main__":

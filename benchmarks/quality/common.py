@@ -67,6 +67,15 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   return "\n".join(lines)
 
 
+def report(workdir: str, results: dict, quick: bool, format_results) -> None:
+  """Writes results.json and prints the benchmark's table: each script's last step."""
+  results["quick"] = quick
+  path = write_results(workdir, results)
+  print(format_results(results))
+  print(f"wall time {results['wall_s']:.0f} s; results in {path}")
+  logging.info("Done: %s", path)
+
+
 def write_results(workdir: str, results: dict) -> str:
   path = os.path.join(workdir, RESULTS_FILE)
   with open(path, "w") as f:

@@ -35,7 +35,7 @@ import shutil
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 import common
 from i2i_jax import datasets, evaluation, input_pipeline, platform
@@ -244,11 +244,7 @@ def main(argv):
   workdir = common.workdir_from_flags("jdbw")
   config = build_config(FLAGS.quick, FLAGS.seed)
   results = run_benchmark(config, workdir, tuple(FLAGS.schemes))
-  results["quick"] = FLAGS.quick
-  path = common.write_results(workdir, results)
-  print(format_results(results))
-  print(f"wall time {results['wall_s']:.0f} s; results in {path}")
-  logging.info("Done: %s", path)
+  common.report(workdir, results, FLAGS.quick, format_results)
 
 
 if __name__ == "__main__":
