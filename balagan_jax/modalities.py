@@ -42,6 +42,7 @@ from balagan_jax.losses import nt_xent_loss
 from balagan_jax.models import ContrastiveEncoder
 from i2i_jax import datasets, images as images_lib, input_pipeline, loop, sharding
 from i2i_jax.checkpoint import Checkpointer
+from i2i_jax.device_prefetch import DevicePrefetcher
 from i2i_jax.errors import ConfigError
 from i2i_jax.train_utils import NetState, compute_dtype
 from i2i_jax.writers import MetricWriter
@@ -242,13 +243,17 @@ def _encoder_streams(config, num_source: int, num_target: int) -> dict[str, Any]
           for i, (name, domain, share) in enumerate(zip(_STREAMS, domains, shares))}
 
 
-def _encoder_batches(streams, mesh) -> Iterator[dict[str, jax.Array]]:
-  """Host batches of both domains, concatenated (grey ones made RGB), then sharded."""
-  while True:
-    parts = [next(streams[name])["image"] for name in _STREAMS]
+def _encoder_batches(streams, mesh) -> DevicePrefetcher:
+  """Host batches of both domains, concatenated (grey ones made RGB), sharded and put
+  on the devices a step ahead; checkpoints record its `positions`."""
+
+  def put(batch):
+    parts = [batch[name]["image"] for name in _STREAMS]
     if any(p.shape[-1] == 1 for p in parts) and any(p.shape[-1] == 3 for p in parts):
       parts = [np.repeat(p, 3, axis=-1) if p.shape[-1] == 1 else p for p in parts]
-    yield sharding.shard_batch({"image": np.concatenate(parts)}, mesh)
+    return sharding.shard_batch({"image": np.concatenate(parts)}, mesh)
+
+  return DevicePrefetcher(streams, put)
 
 
 def make_encoder_step(config: ml_collections.ConfigDict, mesh):
@@ -322,9 +327,10 @@ def train_encoder(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
     writer.write_scalars(step, {k: float(v) for k, v in metrics.items()})
 
   try:
-    state = loop.run(state=state, step_fn=step_fn, batches=_encoder_batches(streams, mesh),
+    batches = _encoder_batches(streams, mesh)
+    state = loop.run(state=state, step_fn=step_fn, batches=batches,
                      start_step=start_step, num_steps=enc.num_steps, checkpointer=checkpointer,
-                     data_iterators=streams, on_metrics=on_metrics,
+                     data_iterators=batches.positions, on_metrics=on_metrics,
                      log_every=max(int(enc.log_every), 1), writer=writer)
   finally:
     writer.close()

@@ -14,6 +14,7 @@ from balagan_jax.steps import BalaGAN, TrainState
 from i2i_jax import classifier, datasets, evaluation, images, input_pipeline, loop, sharding
 from i2i_jax import metrics as metrics_lib
 from i2i_jax.checkpoint import Checkpointer, save_config
+from i2i_jax.device_prefetch import DevicePrefetcher
 from i2i_jax.writers import MetricWriter
 
 
@@ -57,9 +58,10 @@ def make_streams(config, union, num_classes):
           for offset, name in enumerate(("content", "reference"))}
 
 
-def sharded_batches(streams, mesh):
-  while True:
-    yield sharding.shard_batch({k: next(it) for k, it in streams.items()}, mesh)
+def sharded_batches(streams, mesh) -> DevicePrefetcher:
+  """Content and reference batches sharded and put on the devices a step ahead;
+  checkpoints record its `positions`, not the streams'."""
+  return DevicePrefetcher(streams, functools.partial(sharding.shard_batch, mesh=mesh))
 
 
 def sample_inputs(config, num: int):
@@ -249,9 +251,10 @@ def train_translation(config, workdir: str, mods: modalities_lib.Modalities) -> 
 
     actions.append(loop.PeriodicAction(config.eval_every, evaluate))
 
-  state = loop.run(state=state, step_fn=train_step, batches=sharded_batches(streams, mesh),
+  batches = sharded_batches(streams, mesh)
+  state = loop.run(state=state, step_fn=train_step, batches=batches,
                    start_step=start_step, num_steps=config.num_steps, checkpointer=checkpointer,
-                   data_iterators=streams, on_metrics=on_metrics, log_every=config.log_every,
+                   data_iterators=batches.positions, on_metrics=on_metrics, log_every=config.log_every,
                    actions=tuple(actions),
                    writer=writer, nonfinite=config.nonfinite,
                    max_restores=config.max_restores)

@@ -58,6 +58,9 @@ def default_domain_config() -> ml_collections.ConfigDict:
   # Paint grey images (RGB 0-255 triples; both set or neither), e.g. a styled digit domain.
   cfg.colorize_foreground = placeholder(tuple)
   cfg.colorize_background = placeholder(tuple)
+  # Threads that read, decode and augment records (PIL releases the GIL while it
+  # decodes and resizes, so they run in parallel); order and values do not depend on it.
+  cfg.read_threads = 4
   cfg.num_workers = 0  # grain worker processes; 0 = read in the training process
   return cfg
 
@@ -172,7 +175,10 @@ def make_domain_dataset(cfg: ml_collections.ConfigDict, *, batch_size: int, seed
   ds = ds[shard_index::shard_count].batch(batch_size, drop_remainder=True)
   if steps_per_call > 1:
     ds = ds.batch(steps_per_call, drop_remainder=True)
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1,
+  if cfg.read_threads < 1:
+    raise ConfigError(f"{describe_domain(cfg)}: read_threads must be positive, got "
+                      f"{cfg.read_threads}")
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads,
                                             prefetch_buffer_size=_PREFETCH_BATCHES))
   if cfg.num_workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers))

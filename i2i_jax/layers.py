@@ -14,7 +14,6 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 DOWNSAMPLE_MODES = ("conv", "space_to_depth", "avg_pool")
 UPSAMPLE_MODES = ("transpose", "pixel_shuffle", "nearest")

@@ -12,6 +12,7 @@ from etils import epath
 from i2i_jax import classifier, evaluation, images, input_pipeline, loop, sharding
 from i2i_jax import metrics as metrics_lib
 from i2i_jax.checkpoint import Checkpointer, save_config
+from i2i_jax.device_prefetch import DevicePrefetcher
 from i2i_jax.writers import MetricWriter
 from jdbw_jax.steps import JDBW, TrainState
 
@@ -34,11 +35,11 @@ def make_streams(config):
           steps_per_call=config.d_steps + 1)),
   }
 
-def sharded_batches(streams, mesh):
-  """Pulls one (d + 1)-stacked batch per domain and shards it over the batch axis (1)."""
-  while True:
-    batch = {name: next(it) for name, it in streams.items()}
-    yield sharding.shard_batch(batch, mesh, batch_axis=1)
+def sharded_batches(streams, mesh) -> DevicePrefetcher:
+  """One (d + 1)-stacked batch per domain, sharded over the batch axis (1) and put on
+  the devices a step ahead; checkpoints record its `positions`, not the streams'."""
+  return DevicePrefetcher(streams, functools.partial(sharding.shard_batch, mesh=mesh,
+                                                     batch_axis=1))
 
 def make_train_step(model: JDBW, mesh):
   repl = sharding.replicated_sharding(mesh)
@@ -239,9 +240,10 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   actions = [loop.PeriodicAction(config.sample_every, write_samples)]
   if evaluator is not None:
     actions.append(loop.PeriodicAction(config.eval_every, evaluate))
-  state = loop.run(state=state, step_fn=train_step, batches=sharded_batches(streams, mesh),
+  batches = sharded_batches(streams, mesh)
+  state = loop.run(state=state, step_fn=train_step, batches=batches,
                    start_step=start_step, num_steps=config.num_steps, checkpointer=checkpointer,
-                   data_iterators={f"data_{k}": it for k, it in streams.items()},
+                   data_iterators={f"data_{k}": p for k, p in batches.positions.items()},
                    on_metrics=on_metrics, log_every=config.log_every, actions=tuple(actions),
                    writer=writer, nonfinite=config.nonfinite,
                    max_restores=config.max_restores)

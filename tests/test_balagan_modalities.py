@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from balagan_jax import clustering, default_config, modalities
+from balagan_jax import clustering, modalities
 from i2i_jax import datasets, input_pipeline, writers
 
 from balagan_tiny import NUM_SOURCE, NUM_TARGET, tiny_config

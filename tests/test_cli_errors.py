@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import jax
-import pytest
 
 import jdbw_tiny
 from i2i_jax.checkpoint import Checkpointer

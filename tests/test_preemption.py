@@ -13,7 +13,6 @@ import jax
 import numpy as np
 
 import jdbw_tiny
-from config_overrides import apply_overrides
 from i2i_jax.checkpoint import Checkpointer
 from jdbw_jax import train
 from jdbw_jax.steps import JDBW

@@ -1,0 +1,91 @@
+"""DevicePrefetcher: same batches as without it, and checkpoints at the consumer's position."""
+
+import grain
+import jax
+import jax.numpy as jnp
+import pytest
+
+from i2i_jax.checkpoint import Checkpointer
+from i2i_jax.device_prefetch import DevicePrefetcher
+
+
+def streams():
+  """Two shuffled grain streams whose elements say where they came from."""
+  def stream(offset):
+    return iter(grain.MapDataset.range(100).shuffle(seed=offset).map(
+        lambda i, o=offset: i + 1000 * o).to_iter_dataset())
+  return {"x": stream(0), "y": stream(1)}
+
+
+def put_counting(calls):
+  def put(batch):
+    calls.append(batch)
+    return jax.tree.map(jnp.asarray, batch)
+  return put
+
+
+def take(batches, n):
+  return [jax.tree.map(int, next(batches)) for _ in range(n)]
+
+
+def test_yields_the_stream_in_order_while_putting_ahead():
+  expected = take(iter(lambda s=streams(): {k: next(v) for k, v in s.items()}, None), 6)
+  calls = []
+  prefetcher = DevicePrefetcher(streams(), put_counting(calls), size=3)
+  assert take(prefetcher, 1) == expected[:1]
+  assert len(calls) == 3  # two batches already on the device behind the one returned
+  assert take(prefetcher, 5) == expected[1:]
+  assert len(calls) == 8
+
+
+def test_size_one_puts_nothing_ahead():
+  calls = []
+  prefetcher = DevicePrefetcher(streams(), put_counting(calls), size=1)
+  take(prefetcher, 4)
+  assert len(calls) == 4
+  with pytest.raises(ValueError, match="at least 1"):
+    DevicePrefetcher(streams(), put_counting([]), size=0)
+
+
+def test_checkpoint_records_the_next_unconsumed_batch(tmp_path):
+  reference = DevicePrefetcher(streams(), put_counting([]), size=1)
+  expected = take(reference, 10)
+
+  prefetcher = DevicePrefetcher(streams(), put_counting([]), size=3)
+  assert take(prefetcher, 4) == expected[:4]  # and batches 5, 6 are on the device
+  state = {"w": jnp.zeros(2)}
+  with Checkpointer(tmp_path / "ckpt") as checkpointer:
+    checkpointer.save(4, state, prefetcher.positions, force=True)
+    checkpointer.wait_until_finished()
+    # The file is what a bare grain iterator at the same position writes.
+    bare = streams()
+    for _ in range(4):
+      for it in bare.values():
+        next(it)
+    checkpointer.save(5, state, bare, force=True)
+    checkpointer.wait_until_finished()
+    for name in ("x", "y"):
+      files = [tmp_path / "ckpt" / str(step) / name / "process_0-of-1.json" for step in (4, 5)]
+      assert files[0].read_text() == files[1].read_text()
+
+    resumed = DevicePrefetcher(streams(), put_counting([]), size=3)
+    checkpointer.restore(state, resumed.positions, step=4)
+    assert take(resumed, 6) == expected[4:]
+
+    # Restoring into a prefetcher that is mid-stream drops what it had prefetched.
+    take(prefetcher, 3)
+    checkpointer.restore(state, prefetcher.positions, step=4)
+    assert take(prefetcher, 6) == expected[4:]
+
+
+def test_positions_track_consumption_not_prefetching():
+  prefetcher = DevicePrefetcher(streams(), put_counting([]), size=4)
+  bare = streams()
+  for _ in range(3):
+    next(prefetcher)
+    for it in bare.values():
+      next(it)
+    for name in ("x", "y"):
+      assert (prefetcher.positions[name].get_state().decode()
+              == DevicePrefetcher({name: bare[name]}, put_counting([]), size=1)
+              .positions[name].get_state().decode())
