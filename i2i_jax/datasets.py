@@ -262,14 +262,20 @@ class ImageFolderSource:
   `root` are unlabelled (-1). Files are sorted and then class-interleaved (see
   `interleave_classes`), and `split` (e.g. "all", "all[:90%]") slices that list,
   so every slice keeps the class proportions. Transparent pixels become white.
+
+  With `min_size`, JPEGs are decoded at the smallest DCT scale (1/2, 1/4 or 1/8)
+  that leaves both sides at least `min_size` (PIL's draft mode): for a pipeline
+  that shrinks them to that size anyway, decoding a 512x512 photo at 1/4 is several
+  times faster, and the DCT scaling filters like an area resize.
   """
 
   def __init__(self, root: str | os.PathLike, channels: int = 3, split: str = "all",
-               corrupt_images: str = "skip"):
+               corrupt_images: str = "skip", min_size: int = 0):
     if channels not in (1, 3):
       raise DataError(f"channels must be 1 or 3, got {channels}")
     self.root = pathlib.Path(root)
     self.channels = channels
+    self.min_size = min_size
     paths, labels, self.class_names = _list_images(self.root)
     paths, labels, self.skipped = _check_images(self.root, paths, labels, corrupt_images)
     order = interleave_classes(labels)
@@ -287,7 +293,7 @@ class ImageFolderSource:
     return list(self._paths)
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    return {"image": decode_image(self._paths[index], self.channels),
+    return {"image": decode_image(self._paths[index], self.channels, self.min_size),
             "label": self._labels[index]}
 
   def all_labels(self) -> np.ndarray:
@@ -367,10 +373,15 @@ def _decode_problem(path: pathlib.Path) -> str:
   return ""
 
 
-def decode_image(path: str | os.PathLike, channels: int) -> np.ndarray:
-  """An image file as uint8 (H, W, channels); ValueError naming the file if it is broken."""
+def decode_image(path: str | os.PathLike, channels: int, min_size: int = 0) -> np.ndarray:
+  """An image file as uint8 (H, W, channels); DataError naming the file if it is broken.
+
+  `min_size` > 0 lets JPEGs decode at a reduced scale, both sides still >= min_size.
+  """
   try:
     with Image.open(path) as image:
+      if min_size > 0:
+        image.draft(image.mode, (min_size, min_size))  # Only JPEG acts on it.
       image.load()  # Decode now, so that truncated files fail here.
       if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
@@ -437,8 +448,10 @@ def _tfds(cfg: ml_collections.ConfigDict) -> TfdsSource:
 def _folder(cfg: ml_collections.ConfigDict) -> ImageFolderSource:
   if not cfg.path:
     raise DataError("a domain of kind 'folder' needs a directory (field `path`)")
+  # "resize_crop" shrinks the shorter side to this; JPEGs can be decoded near it.
+  min_size = (cfg.resize or cfg.image_size) if cfg.augment == "resize_crop" else 0
   return ImageFolderSource(cfg.path, channels=cfg.channels, split=cfg.split,
-                           corrupt_images=cfg.corrupt_images)
+                           corrupt_images=cfg.corrupt_images, min_size=min_size)
 
 
 _SOURCE_BUILDERS = {"embedded_mnist": _embedded, "tfds": _tfds, "folder": _folder}

@@ -114,7 +114,10 @@ def _source(cfg: ml_collections.ConfigDict, seed: int, source=None):
 
 def _records(cfg: ml_collections.ConfigDict, *, seed: int, train: bool,
              repeat: bool, source=None) -> grain.MapDataset:
-  """Shuffled (and repeated) float records of exactly the configured shape.
+  """Shuffled (and repeated) uint8 records of exactly the configured shape.
+
+  Callers batch them and then apply `transforms.ToFloat` once per batch (cheaper
+  than per record).
 
   The augmentation comes after shuffling and repeating, so every epoch sees
   fresh random geometry, and before host sharding, so the global data stream
@@ -132,8 +135,7 @@ def _records(cfg: ml_collections.ConfigDict, *, seed: int, train: bool,
   shape = (cfg.image_size, cfg.image_size, cfg.channels)
   ds = (ds.map(transforms.ToChannels(cfg.channels))
         .map(transforms.ExpectShape(shape, f"{describe_domain(cfg)} with augment "
-                                           f"{cfg.augment!r}"))
-        .map(transforms.ToFloat()))
+                                           f"{cfg.augment!r}")))
   _ = ds[0]  # Fail now, not in a prefetch thread, if the domain is misconfigured.
   return ds
 
@@ -175,6 +177,7 @@ def make_domain_dataset(cfg: ml_collections.ConfigDict, *, batch_size: int, seed
   ds = ds[shard_index::shard_count].batch(batch_size, drop_remainder=True)
   if steps_per_call > 1:
     ds = ds.batch(steps_per_call, drop_remainder=True)
+  ds = ds.map(transforms.ToFloat())
   if cfg.read_threads < 1:
     raise ConfigError(f"{describe_domain(cfg)}: read_threads must be positive, got "
                       f"{cfg.read_threads}")
@@ -194,7 +197,8 @@ def fixed_batch(cfg: ml_collections.ConfigDict, n: int, seed: int = 0,
   """
   if n < 1:
     raise ConfigError(f"n must be positive, got {n}")
-  return _records(cfg, seed=seed, train=False, repeat=True, source=source)[:n].batch(n)[0]
+  records = _records(cfg, seed=seed, train=False, repeat=True, source=source)
+  return transforms.ToFloat().map(records[:n].batch(n)[0])
 
 
 def class_count(cfg: ml_collections.ConfigDict) -> int | None:

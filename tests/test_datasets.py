@@ -177,6 +177,35 @@ def test_folder_split_keeps_class_proportions(class_folder):
   np.testing.assert_array_equal(np.bincount(half.all_labels()), [2, 1])  # 3 of 6, both classes.
 
 
+def test_jpegs_decode_at_a_reduced_scale_no_smaller_than_min_size(tmp_path):
+  rng = np.random.default_rng(0)
+  smooth = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize(
+      (512, 384), Image.BICUBIC)
+  smooth.save(tmp_path / "photo.jpg", quality=95)
+  smooth.save(tmp_path / "photo.png")
+  full = datasets.decode_image(tmp_path / "photo.jpg", 3)
+  reduced = datasets.decode_image(tmp_path / "photo.jpg", 3, min_size=128)
+  assert full.shape == (384, 512, 3)
+  assert reduced.shape == (192, 256, 3)  # 1/2: 1/4 would make the short side 96 < 128
+  # The DCT scaling is an area downscale: it matches the full decode shrunk the same way.
+  shrunk = np.asarray(Image.fromarray(full).resize((256, 192), Image.BOX), np.float32)
+  assert np.abs(reduced.astype(np.float32) - shrunk).mean() < 3
+  # Other formats ignore it.
+  assert datasets.decode_image(tmp_path / "photo.png", 3, min_size=128).shape == (384, 512, 3)
+
+
+def test_folder_domains_decode_near_their_resize_target(tmp_path):
+  Image.new("RGB", (64, 64)).save(tmp_path / "a.jpg")
+  cfg = default_domain_config()
+  cfg.kind, cfg.path, cfg.split, cfg.channels, cfg.image_size = "folder", str(tmp_path), "all", 3, 32
+  cfg.augment = "resize_crop"
+  assert datasets.build_source(cfg).min_size == 32
+  cfg.resize = 40
+  assert datasets.build_source(cfg).min_size == 40
+  cfg.augment = "none"
+  assert datasets.build_source(cfg).min_size == 0
+
+
 def test_folder_errors_name_the_path(tmp_path):
   missing = tmp_path / "nowhere"
   with pytest.raises(ValueError, match=f"{missing}.*does not exist"):
