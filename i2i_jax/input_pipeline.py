@@ -8,6 +8,7 @@ samples for sample grids and evaluation.
 """
 
 import math
+import os
 
 import grain
 import jax
@@ -61,7 +62,9 @@ def default_domain_config() -> ml_collections.ConfigDict:
   # Threads that read, decode and augment records (PIL releases the GIL while it
   # decodes and resizes, so they run in parallel); order and values do not depend on it.
   cfg.read_threads = 4
-  cfg.num_workers = 0  # grain worker processes; 0 = read in the training process
+  # grain worker processes per stream; 0 = read in the training process; -1 = auto
+  # (see `num_workers`): none on CPU, several on GPU/TPU hosts.
+  cfg.num_workers = -1
   return cfg
 
 
@@ -183,9 +186,29 @@ def make_domain_dataset(cfg: ml_collections.ConfigDict, *, batch_size: int, seed
                       f"{cfg.read_threads}")
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads,
                                             prefetch_buffer_size=_PREFETCH_BATCHES))
-  if cfg.num_workers > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers))
+  workers = num_workers(cfg)
+  if workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return it
+
+
+def num_workers(cfg: ml_collections.ConfigDict, backend: str | None = None,
+                cpu_count: int | None = None) -> int:
+  """The domain's grain worker processes; `num_workers = -1` picks them by platform.
+
+  On CPU the training step is far slower than reading, and workers would take cores
+  from it: none. On a GPU/TPU host a step can need thousands of records (JD-BW reads
+  2 (d + 1) B per step), more than read threads in one Python process deliver: a
+  quarter of the host's cores per stream, at most 8 (both methods read two streams).
+  """
+  if cfg.num_workers >= 0:
+    return int(cfg.num_workers)
+  if cfg.num_workers != -1:
+    raise ConfigError(f"{describe_domain(cfg)}: num_workers must be >= 0 or -1 (auto), got "
+                      f"{cfg.num_workers}")
+  if (backend or jax.default_backend()) == "cpu":
+    return 0
+  return min(8, max(1, (cpu_count or os.cpu_count() or 1) // 4))
 
 
 def fixed_batch(cfg: ml_collections.ConfigDict, n: int, seed: int = 0,

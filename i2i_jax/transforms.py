@@ -111,6 +111,11 @@ class SkewResize(grain.transforms.RandomMap):
   original ones and not necessarily centered." E.g. a 28x28 digit padded by 8
   (44x44), rotated, cropped at a random 40x40 window and resized to 32 ends up
   at scale 32/40 = 0.8 and off-centre by up to 2 px.
+
+  The three steps are one affine map, so the image is resampled once (bilinear;
+  zeros outside the digit's image stand for the padding): several times faster per
+  record than padding, rotating and resizing in turn, and one interpolation
+  instead of two.
   """
 
   pad: int
@@ -124,13 +129,21 @@ class SkewResize(grain.transforms.RandomMap):
     if self.crop > min(height, width):
       raise ConfigError(f"SkewResize: crop {self.crop} exceeds the padded image "
                        f"{height}x{width} ({image.shape[:2]} + 2 * pad {self.pad})")
-    angle = np.degrees(rng.uniform(-self.max_angle, self.max_angle))
-    rotated = _to_pil(_pad_to(image, height, width)).rotate(angle, Image.BILINEAR)
+    # Counter-clockwise by `angle` about the padded image's centre, as PIL's rotate.
+    angle = rng.uniform(-self.max_angle, self.max_angle)
     top = rng.integers(height - self.crop + 1)
     left = rng.integers(width - self.crop + 1)
-    crop = rotated.crop((left, top, left + self.crop, top + self.crop))
-    resized = crop.resize((self.out_size, self.out_size), Image.BILINEAR)
-    return {**element, "image": _from_pil(resized, image.shape[-1])}
+    cos, sin = math.cos(-angle), math.sin(-angle)
+    scale = self.crop / self.out_size
+    cx, cy = width / 2, height / 2
+    # Output pixel o -> crop window (scale * o + (left, top)) in the rotated padded
+    # image -> padded image (rotation about its centre) -> the unpadded image.
+    ox, oy = left - cx, top - cy
+    matrix = (scale * cos, scale * sin, cos * ox + sin * oy + cx - self.pad,
+              -scale * sin, scale * cos, -sin * ox + cos * oy + cy - self.pad)
+    out = _to_pil(image).transform((self.out_size, self.out_size), Image.AFFINE, matrix,
+                                   Image.BILINEAR)
+    return {**element, "image": _from_pil(out, image.shape[-1])}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -199,3 +199,20 @@ def test_worker_processes_give_the_same_stream():
     _assert_batches_equal(_take(it, 3), local)
   finally:
     it.close()
+
+
+def test_num_workers_auto_picks_by_platform_and_host_cores():
+  cfg = _config()
+  assert cfg.num_workers == -1  # auto
+  assert input_pipeline.num_workers(cfg, backend="cpu", cpu_count=16) == 0
+  assert input_pipeline.num_workers(cfg, backend="gpu", cpu_count=16) == 4
+  assert input_pipeline.num_workers(cfg, backend="tpu", cpu_count=240) == 8
+  assert input_pipeline.num_workers(cfg, backend="gpu", cpu_count=2) == 1
+  cfg.num_workers = 3
+  assert input_pipeline.num_workers(cfg, backend="cpu") == 3
+  cfg.num_workers = -2
+  with pytest.raises(ValueError, match="num_workers must be >= 0 or -1"):
+    input_pipeline.num_workers(cfg)
+  cfg.num_workers, cfg.read_threads = 0, 0
+  with pytest.raises(ValueError, match="read_threads must be positive"):
+    input_pipeline.make_domain_dataset(cfg, batch_size=2, seed=0)
