@@ -327,11 +327,12 @@ def train_encoder(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
     writer.write_scalars(step, {k: float(v) for k, v in metrics.items()})
 
   try:
-    batches = _encoder_batches(streams, mesh)
-    state = loop.run(state=state, step_fn=step_fn, batches=batches,
-                     start_step=start_step, num_steps=enc.num_steps, checkpointer=checkpointer,
-                     data_iterators=batches.positions, on_metrics=on_metrics,
-                     log_every=max(int(enc.log_every), 1), writer=writer)
+    with _encoder_batches(streams, mesh) as batches:
+      state = loop.run(state=state, step_fn=step_fn, batches=batches,
+                       start_step=start_step, num_steps=enc.num_steps,
+                       checkpointer=checkpointer, data_iterators=batches.positions,
+                       on_metrics=on_metrics, log_every=max(int(enc.log_every), 1),
+                       writer=writer)
   finally:
     writer.close()
     checkpointer.close()

@@ -251,13 +251,13 @@ def train_translation(config, workdir: str, mods: modalities_lib.Modalities) -> 
 
     actions.append(loop.PeriodicAction(config.eval_every, evaluate))
 
-  batches = sharded_batches(streams, mesh)
-  state = loop.run(state=state, step_fn=train_step, batches=batches,
-                   start_step=start_step, num_steps=config.num_steps, checkpointer=checkpointer,
-                   data_iterators=batches.positions, on_metrics=on_metrics, log_every=config.log_every,
-                   actions=tuple(actions),
-                   writer=writer, nonfinite=config.nonfinite,
-                   max_restores=config.max_restores)
+  with sharded_batches(streams, mesh) as batches:
+    state = loop.run(state=state, step_fn=train_step, batches=batches,
+                     start_step=start_step, num_steps=config.num_steps,
+                     checkpointer=checkpointer, data_iterators=batches.positions,
+                     on_metrics=on_metrics, log_every=config.log_every, actions=tuple(actions),
+                     writer=writer, nonfinite=config.nonfinite,
+                     max_restores=config.max_restores)
   writer.close()
   checkpointer.close()
   return state

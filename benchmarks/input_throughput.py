@@ -94,14 +94,15 @@ def main(argv):
     t = time.perf_counter()
     build = jdbw_batches if FLAGS.method == "jdbw" else balagan_batches
     batches, images_per_step, read_per_step = build(config, mesh)
-    jax.block_until_ready(next(batches))
-    first_s = time.perf_counter() - t
-    for _ in range(FLAGS.warmup):
+    with batches:
       jax.block_until_ready(next(batches))
-    t = time.perf_counter()
-    for _ in range(FLAGS.steps):
-      jax.block_until_ready(next(batches))
-    step_s = (time.perf_counter() - t) / FLAGS.steps
+      first_s = time.perf_counter() - t
+      for _ in range(FLAGS.warmup):
+        jax.block_until_ready(next(batches))
+      t = time.perf_counter()
+      for _ in range(FLAGS.steps):
+        jax.block_until_ready(next(batches))
+      step_s = (time.perf_counter() - t) / FLAGS.steps
   source = config.data.source
   print("\n".join([
       f"== {FLAGS.method} input pipeline: {input_pipeline.describe_domain(source)} -> "

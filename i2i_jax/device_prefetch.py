@@ -52,6 +52,19 @@ class DevicePrefetcher:
       self._queue.append((states, self._put(host_batch)))
     return self._queue.popleft()[1]
 
+  def close(self) -> None:
+    """Stops the host iterators' threads and worker processes (and their shared memory)."""
+    self._queue.clear()
+    for iterator in self._iterators.values():
+      if hasattr(iterator, "close"):
+        iterator.close()
+
+  def __enter__(self) -> "DevicePrefetcher":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
   def _state(self, name: str):
     """Where `name` stands for the next batch the consumer will get."""
     if self._queue:

@@ -240,13 +240,14 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   actions = [loop.PeriodicAction(config.sample_every, write_samples)]
   if evaluator is not None:
     actions.append(loop.PeriodicAction(config.eval_every, evaluate))
-  batches = sharded_batches(streams, mesh)
-  state = loop.run(state=state, step_fn=train_step, batches=batches,
-                   start_step=start_step, num_steps=config.num_steps, checkpointer=checkpointer,
-                   data_iterators={f"data_{k}": p for k, p in batches.positions.items()},
-                   on_metrics=on_metrics, log_every=config.log_every, actions=tuple(actions),
-                   writer=writer, nonfinite=config.nonfinite,
-                   max_restores=config.max_restores)
+  with sharded_batches(streams, mesh) as batches:
+    state = loop.run(state=state, step_fn=train_step, batches=batches,
+                     start_step=start_step, num_steps=config.num_steps,
+                     checkpointer=checkpointer,
+                     data_iterators={f"data_{k}": p for k, p in batches.positions.items()},
+                     on_metrics=on_metrics, log_every=config.log_every, actions=tuple(actions),
+                     writer=writer, nonfinite=config.nonfinite,
+                     max_restores=config.max_restores)
   writer.flush()
   writer.close()
   checkpointer.close()

@@ -115,3 +115,24 @@ def test_positions_of_worker_process_streams_resume_exactly(tmp_path):
     resumed = DevicePrefetcher(worker_streams(), put, size=3)
     checkpointer.restore({"w": jnp.zeros(2)}, resumed.positions)
     assert seen(resumed, 4) == expected[2:]
+
+
+def test_close_closes_the_host_iterators():
+  closed = []
+
+  class Stream:
+    def __init__(self, name):
+      self.name = name
+
+    def __next__(self):
+      return 0
+
+    def get_state(self):
+      return {}
+
+    def close(self):
+      closed.append(self.name)
+
+  with DevicePrefetcher({"x": Stream("x"), "y": Stream("y")}, lambda b: b) as prefetcher:
+    next(prefetcher)
+  assert sorted(closed) == ["x", "y"]
