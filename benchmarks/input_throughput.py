@@ -107,7 +107,7 @@ def main(argv):
   print("\n".join([
       f"== {FLAGS.method} input pipeline: {input_pipeline.describe_domain(source)} -> "
       f"{source.image_size}x{source.image_size}, augment {source.augment!r}, batch "
-      f"{config.batch_size}, read_threads {source.read_threads}, "
+      f"{config.batch_size}, read_threads {input_pipeline.read_threads(source)}, "
       f"num_workers {input_pipeline.num_workers(source)}",
       f"device            {jax.devices()[0].platform} x{jax.device_count()}",
       f"first batch       {first_s:.2f} s (sources listed and checked, streams started)",

@@ -106,13 +106,14 @@ def test_positions_of_worker_process_streams_resume_exactly(tmp_path):
             for b in (next(batches) for _ in range(n))]
 
   put = lambda batch: batch
-  expected = seen(DevicePrefetcher(worker_streams(), put, size=1), 6)
-  prefetcher = DevicePrefetcher(worker_streams(), put, size=3)
-  assert seen(prefetcher, 2) == expected[:2]
-  with Checkpointer(tmp_path / "ckpt") as checkpointer:
+  with DevicePrefetcher(worker_streams(), put, size=1) as reference:
+    expected = seen(reference, 6)
+  with (DevicePrefetcher(worker_streams(), put, size=3) as prefetcher,
+        DevicePrefetcher(worker_streams(), put, size=3) as resumed,
+        Checkpointer(tmp_path / "ckpt") as checkpointer):
+    assert seen(prefetcher, 2) == expected[:2]
     checkpointer.save(2, {"w": jnp.zeros(2)}, prefetcher.positions, force=True)
     checkpointer.wait_until_finished()
-    resumed = DevicePrefetcher(worker_streams(), put, size=3)
     checkpointer.restore({"w": jnp.zeros(2)}, resumed.positions)
     assert seen(resumed, 4) == expected[2:]
 

@@ -201,7 +201,7 @@ def test_worker_processes_give_the_same_stream():
     it.close()
 
 
-def test_num_workers_auto_picks_by_platform_and_host_cores():
+def test_read_threads_and_num_workers_auto_pick_by_platform_and_host_cores():
   cfg = _config()
   assert cfg.num_workers == -1  # auto
   assert input_pipeline.num_workers(cfg, backend="cpu", cpu_count=16) == 0
@@ -213,6 +213,11 @@ def test_num_workers_auto_picks_by_platform_and_host_cores():
   cfg.num_workers = -2
   with pytest.raises(ValueError, match="num_workers must be >= 0 or -1"):
     input_pipeline.num_workers(cfg)
+  assert cfg.read_threads == -1  # auto
+  assert input_pipeline.read_threads(cfg, backend="cpu") == 1
+  assert input_pipeline.read_threads(cfg, backend="gpu") == 4
+  cfg.read_threads = 2
+  assert input_pipeline.read_threads(cfg, backend="cpu") == 2
   cfg.num_workers, cfg.read_threads = 0, 0
-  with pytest.raises(ValueError, match="read_threads must be positive"):
+  with pytest.raises(ValueError, match="read_threads must be >= 1 or -1"):
     input_pipeline.make_domain_dataset(cfg, batch_size=2, seed=0)
