@@ -215,11 +215,18 @@ def num_workers(cfg: ml_collections.ConfigDict, backend: str | None = None,
   if cfg.num_workers == -1:
     if (backend or jax.default_backend()) == "cpu":
       return 0
-    return min(8, max(1, (cpu_count or os.cpu_count() or 1) // 4))
+    return min(8, max(1, (cpu_count or _usable_cpus()) // 4))
   if cfg.num_workers < 0:
     raise ConfigError(f"{describe_domain(cfg)}: num_workers must be >= 0 or -1 (auto), got "
                       f"{cfg.num_workers}")
   return int(cfg.num_workers)
+
+
+def _usable_cpus() -> int:
+  """Cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+  if hasattr(os, "sched_getaffinity"):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
 
 
 def fixed_batch(cfg: ml_collections.ConfigDict, n: int, seed: int = 0,

@@ -8,6 +8,7 @@ checkpoints on a fixed cadence and on SIGTERM, and resumes where a checkpoint le
 import dataclasses
 import signal
 import threading
+import time
 from typing import Any, Callable, Iterator, Mapping
 
 import jax
@@ -132,7 +133,10 @@ def run(*, state, step_fn: Callable, batches: Iterator, start_step: int, num_ste
   step, restores = start_step, 0
   with PreemptionGuard() as guard:
     while step < num_steps:
-      state, metrics = step_fn(state, next(batches))
+      waited = time.monotonic()
+      batch = next(batches)
+      waited = time.monotonic() - waited
+      state, metrics = step_fn(state, batch)
       step += 1
       accumulator.add(metrics)
       last = step == num_steps
@@ -153,7 +157,7 @@ def run(*, state, step_fn: Callable, batches: Iterator, start_step: int, num_ste
             continue
       # After the fetch: steps are dispatched asynchronously, and only the fetch waits
       # for them, so the rate then counts finished steps rather than dispatches.
-      progress(step)
+      progress(step, input_wait_s=waited)
       for action in actions:
         if action.due(step, last):
           action.fn(step, state)

@@ -1,4 +1,5 @@
-"""Periodic "step 120/1000 (12.0%), 3.41 steps/s, ETA 0:04:18" lines and a steps/s scalar."""
+"""Periodic "step 120/1000 (12.0%), 3.41 steps/s, input wait 3%, ETA 0:04:18" lines and
+steps/s and input-wait scalars."""
 
 import datetime
 import time
@@ -17,6 +18,11 @@ class ProgressReporter:
   includes jit compilation) does not drag the rate down. Without `every_steps`
   or `every_secs` it reports once a minute. `writer` (a MetricWriter) receives a
   `steps_per_sec` scalar with every report.
+
+  Callers that pass `input_wait_s` (the time the step waited for its batch) also
+  get the share of the interval spent waiting, logged and as `input_wait_fraction`.
+  Steps are dispatched asynchronously, so a host that keeps up waits for the device
+  elsewhere and this share stays near 0; near 1, the input pipeline is the limit.
   """
 
   def __init__(self, total_steps: int, *, every_steps: int | None = None,
@@ -32,21 +38,35 @@ class ProgressReporter:
     self._last_step = start_step
     self._last_time = None  # Set by the first call.
     self._rate = None
+    self._input_wait = None  # Seconds waited for input since the last report.
+    self._input_wait_fraction = None
 
   @property
   def rate(self) -> float | None:
     """Steps per second over the last reported interval; None before the first report."""
     return self._rate
 
-  def __call__(self, step: int) -> bool:
+  @property
+  def input_wait_fraction(self) -> float | None:
+    """Share of the last reported interval spent waiting for input, if tracked."""
+    return self._input_wait_fraction
+
+  def __call__(self, step: int, input_wait_s: float | None = None) -> bool:
     """Notes that `step` is done; logs and returns True when a report is due."""
     now = self._time_fn()
     if self._last_time is None:
       self._last_step, self._last_time = step, now
+      self._input_wait = None if input_wait_s is None else 0.0
       return False
+    if input_wait_s is not None:
+      self._input_wait = (self._input_wait or 0.0) + input_wait_s
     if step <= self._last_step or not self._due(step, now):
       return False
-    self._rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+    interval = max(now - self._last_time, 1e-9)
+    self._rate = (step - self._last_step) / interval
+    if self._input_wait is not None:
+      self._input_wait_fraction = min(self._input_wait / interval, 1.0)
+      self._input_wait = 0.0
     self._last_step, self._last_time = step, now
     self._report(step)
     return True
@@ -58,7 +78,12 @@ class ProgressReporter:
 
   def _report(self, step: int):
     eta = datetime.timedelta(seconds=round(max(self.total_steps - step, 0) / self._rate))
-    logging.info("step %d/%d (%.1f%%), %.2f steps/s, ETA %s", step, self.total_steps,
-                 100.0 * step / self.total_steps, self._rate, eta)
+    wait = self._input_wait_fraction
+    logging.info("step %d/%d (%.1f%%), %.2f steps/s, %sETA %s", step, self.total_steps,
+                 100.0 * step / self.total_steps, self._rate,
+                 "" if wait is None else f"input wait {100 * wait:.0f}%, ", eta)
     if self._writer is not None:
-      self._writer.write_scalars(step, {"steps_per_sec": self._rate})
+      scalars = {"steps_per_sec": self._rate}
+      if wait is not None:
+        scalars["input_wait_fraction"] = wait
+      self._writer.write_scalars(step, scalars)

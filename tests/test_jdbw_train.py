@@ -48,7 +48,7 @@ def test_cli_runs_and_writes_checkpoint_events_and_grids(tmp_path):
   assert os.path.isdir(workdir / "checkpoints" / "2")
   scalars = writers.read_event_scalars(workdir / "tensorboard")
   for tag in ("g_loss", "d_loss", "w_loss", "gp", "weight_x_ratio", "class_share_y/0",
-              "eval/class_match_x_to_y", "steps_per_sec"):
+              "eval/class_match_x_to_y", "steps_per_sec", "input_wait_fraction"):
     assert tag in scalars, (tag, sorted(scalars))
   assert {"x_to_y", "y_to_x_fixed_noise"} <= writers.read_event_image_tags(
       workdir / "tensorboard")

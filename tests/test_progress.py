@@ -1,5 +1,6 @@
 """ProgressReporter with a fake clock."""
 
+import pytest
 from absl import logging
 
 from i2i_jax.progress import ProgressReporter
@@ -59,3 +60,20 @@ def test_every_secs_and_final_step():
   # Clock starts at step 5; 6 s have passed by step 8; step 10 is the last one.
   assert reports == [False, False, False, True, False, True]
   assert reporter.rate == 1.0 / 2.0
+
+
+def test_input_wait_share_of_each_interval(monkeypatch):
+  clock, writer, lines = _Clock(), _Writer(), []
+  monkeypatch.setattr(logging, "info", lambda fmt, *args: lines.append(fmt % args))
+  reporter = ProgressReporter(100, every_steps=10, writer=writer, time_fn=clock)
+  reporter(0, input_wait_s=30.0)  # before the clock starts: not counted
+  for step in range(1, 21):
+    clock.now += 1.0
+    # Input-bound for the first ten steps (0.8 s of each 1 s), then the device is.
+    reporter(step, input_wait_s=0.8 if step <= 10 else 0.05)
+  assert lines[0] == "step 10/100 (10.0%), 1.00 steps/s, input wait 80%, ETA 0:01:30"
+  assert lines[1].startswith("step 20/100 (20.0%), 1.00 steps/s, input wait 5%, ")
+  step, scalars = writer.scalars[1]
+  assert step == 20 and scalars == {"steps_per_sec": 1.0,
+                                    "input_wait_fraction": pytest.approx(0.05)}
+  assert reporter.input_wait_fraction == pytest.approx(0.05)
