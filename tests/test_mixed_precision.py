@@ -189,7 +189,7 @@ def test_balagan_bfloat16_step_convolves_in_bf16_and_keeps_float32_state():
 # ------------------------------------------------------------------ losses
 def test_jdbw_bfloat16_losses_track_float32_on_the_embedded_digits():
   assert_bfloat16_tracks_float32(lambda dtype: jdbw_run(small_jdbw(dtype)), JDBW_LOSSES,
-                                 steps=30)
+                                 steps=20)
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from jdbw_jax import train
 from jdbw_jax.steps import JDBW
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_OVERRIDES = {"num_steps": 24, "checkpoint_every": 4, "log_every": 1, "sample_every": 0,
+_OVERRIDES = {"num_steps": 16, "checkpoint_every": 4, "log_every": 1, "sample_every": 0,
               "eval_every": 0, "eval.classifier_steps": 0}
 _STEP_LINE = re.compile(r"step (\d+)/")
 
@@ -72,7 +72,7 @@ def test_sigterm_checkpoints_the_current_step_and_exits_cleanly(tmp_path):
 
 
 def test_sigkill_at_a_random_step_resumes_bit_identically(tmp_path):
-  kill_at = int(np.random.default_rng(int(time.time())).integers(5, 20))
+  kill_at = int(np.random.default_rng(int(time.time())).integers(5, 14))
   workdir = tmp_path / "killed"
   cmd = _command(workdir, _OVERRIDES)
   returncode, log = _run_until_step(cmd, kill_at, signal.SIGKILL)
