@@ -76,6 +76,11 @@ class DevicePrefetcher:
     self._queue.clear()
     self._iterators[name].set_state(state)
 
+  def _start_prefetch(self, name: str) -> None:
+    iterator = self._iterators[name]
+    if hasattr(iterator, "start_prefetch"):
+      iterator.start_prefetch()
+
 
 class _Position:
   """One iterator's checkpointable position as the consumer sees it.
@@ -97,6 +102,4 @@ class _Position:
 
   def start_prefetch(self) -> None:
     """Called by grain's restore: the host iterator starts reading ahead now."""
-    iterator = self._prefetcher._iterators[self._name]
-    if hasattr(iterator, "start_prefetch"):
-      iterator.start_prefetch()
+    self._prefetcher._start_prefetch(self._name)

@@ -44,9 +44,9 @@ class ClassResampledSource:
     labels = np.asarray(labels)
     if len(labels) != len(base):
       raise ConfigError(f"got {len(labels)} labels for a source of {len(base)} records")
-    self._members = [np.flatnonzero(labels == c) for c in range(len(probs))]
-    for c, (p, members) in enumerate(zip(probs, self._members)):
-      if p > 0 and not len(members):
+    members = [np.flatnonzero(labels == c) for c in range(len(probs))]
+    for c, (p, of_class) in enumerate(zip(probs, members)):
+      if p > 0 and not len(of_class):
         raise ConfigError(f"class {c} has probability {p:g} but no samples in the source")
     self._base = base
     self._labels = labels.astype(np.int32)
@@ -54,11 +54,11 @@ class ClassResampledSource:
     length = len(base) if length is None else int(length)
     rng = np.random.default_rng(seed)
     classes = rng.choice(len(probs), size=length, p=probs / probs.sum())
-    sizes = np.array([len(m) for m in self._members])
+    sizes = np.array([len(m) for m in members])
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     within = np.minimum((rng.random(length) * sizes[classes]).astype(np.int64),
                         sizes[classes] - 1)
-    all_members = np.concatenate(self._members + [np.zeros(0, np.int64)])
+    all_members = np.concatenate(members + [np.zeros(0, np.int64)])
     self._table = all_members[starts[classes] + within]
 
   def __len__(self) -> int:
