@@ -104,11 +104,14 @@ def main(argv):
         jax.block_until_ready(next(batches))
       step_s = (time.perf_counter() - t) / FLAGS.steps
   source = config.data.source
+  in_memory = input_pipeline.held_in_memory(source)
   print("\n".join([
       f"== {FLAGS.method} input pipeline: {input_pipeline.describe_domain(source)} -> "
       f"{source.image_size}x{source.image_size}, augment {source.augment!r}, batch "
-      f"{config.batch_size}, read_threads {input_pipeline.read_threads(source)}, "
-      f"num_workers {input_pipeline.num_workers(source)}",
+      f"{config.batch_size}, "
+      + ("held in memory, read by batch" if in_memory else "read record by record")
+      + f", read_threads {input_pipeline.read_threads(source)}, num_workers "
+      f"{input_pipeline.num_workers(source, in_memory=in_memory)}",
       f"device            {jax.devices()[0].platform} x{jax.device_count()}",
       f"first batch       {first_s:.2f} s (sources listed and checked, streams started)",
       f"per step          {1e3 * step_s:.2f} ms ({read_per_step} images read and put on "

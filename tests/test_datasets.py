@@ -96,6 +96,26 @@ def test_array_source_adds_channels_and_missing_labels():
     datasets.ArraySource(np.zeros((4, 5, 6), np.float32))
 
 
+def test_load_into_memory_holds_small_sources_of_one_shape():
+  source = datasets.embedded_mnist_source("test")  # 500 digits, 784 bytes each
+  held = datasets.load_into_memory(source, 500 * 784, "test digits")
+  assert len(held) == 500 and held.num_classes == 10
+  np.testing.assert_array_equal(held.all_labels(), source.all_labels())
+  batch = held.read_batch(np.array([3, 1, 3]))
+  np.testing.assert_array_equal(batch["image"], np.stack([source[i]["image"] for i in (3, 1, 3)]))
+  np.testing.assert_array_equal(batch["label"], [source[i]["label"] for i in (3, 1, 3)])
+  assert datasets.load_into_memory(source, 500 * 784 - 1, "test digits") is None
+
+  class MixedSizes:
+    def __len__(self):
+      return 3
+
+    def __getitem__(self, index):
+      return {"image": np.zeros((8 + (index == 2), 8, 1), np.uint8), "label": np.int32(0)}
+
+  assert datasets.load_into_memory(MixedSizes(), 2**20, "mixed") is None
+
+
 def test_source_labels_reads_records_of_plain_sources():
   plain = [{"image": np.zeros((2, 2, 1), np.uint8), "label": np.int32(c)} for c in (2, 0, 1)]
   np.testing.assert_array_equal(datasets.source_labels(plain), [2, 0, 1])

@@ -22,6 +22,11 @@ def _config(**overrides):
   return cfg
 
 
+# Domains small enough are held in memory and read a batch at a time; the others
+# (and cache_mb = 0) record by record. Both must keep the pipeline's contracts.
+BOTH_READ_PATHS = pytest.mark.parametrize("cache_mb", [1024, 0], ids=["in_memory", "by_record"])
+
+
 def _take(iterator, n):
   return list(itertools.islice(iterator, n))
 
@@ -68,8 +73,9 @@ def test_batches_shape_dtype_and_range():
   np.testing.assert_array_equal(rgb["image"][..., 0], rgb["image"][..., 2])
 
 
-def test_steps_per_call_stacks_consecutive_batches():
-  cfg = _config(augment="sr_mnist")
+@BOTH_READ_PATHS
+def test_steps_per_call_stacks_consecutive_batches(cache_mb):
+  cfg = _config(augment="sr_mnist", cache_mb=cache_mb)
   stacked = next(iter(input_pipeline.make_domain_dataset(cfg, batch_size=4, seed=1,
                                                          steps_per_call=3)))
   plain = _take(iter(input_pipeline.make_domain_dataset(cfg, batch_size=4, seed=1)), 3)
@@ -78,16 +84,19 @@ def test_steps_per_call_stacks_consecutive_batches():
     np.testing.assert_array_equal(stacked["image"][step], plain[step]["image"])
 
 
-def test_class_probs_and_sr_mnist_pipeline():
-  cfg = _config(split="train[50%:]", augment="sr_mnist", class_probs=skewed_class_probs())
+@BOTH_READ_PATHS
+def test_class_probs_and_sr_mnist_pipeline(cache_mb):
+  cfg = _config(split="train[50%:]", augment="sr_mnist", class_probs=skewed_class_probs(),
+                cache_mb=cache_mb)
   batch = next(iter(input_pipeline.make_domain_dataset(cfg, batch_size=500, seed=0)))
   zeros = (batch["label"] == 0).mean()
   assert 0.43 < zeros < 0.57  # 0.5 within 3 binomial standard deviations.
   assert input_pipeline.class_count(cfg) == 10
 
 
-def test_iterator_state_round_trip():
-  cfg = _config(augment="sr_mnist", class_probs=skewed_class_probs())
+@BOTH_READ_PATHS
+def test_iterator_state_round_trip(cache_mb):
+  cfg = _config(augment="sr_mnist", class_probs=skewed_class_probs(), cache_mb=cache_mb)
   it = iter(input_pipeline.make_domain_dataset(cfg, batch_size=4, seed=2, steps_per_call=2))
   _take(it, 3)
   state = it.get_state()
@@ -97,8 +106,9 @@ def test_iterator_state_round_trip():
   _assert_batches_equal(_take(it, 3), expected)
 
 
-def test_iterator_position_survives_orbax_checkpoint(tmp_path):
-  cfg = _config(augment="sr_mnist")
+@BOTH_READ_PATHS
+def test_iterator_position_survives_orbax_checkpoint(tmp_path, cache_mb):
+  cfg = _config(augment="sr_mnist", cache_mb=cache_mb)
   make = lambda: iter(input_pipeline.make_domain_dataset(cfg, batch_size=4, seed=5))
   it = make()
   _take(it, 4)
@@ -112,8 +122,11 @@ def test_iterator_position_survives_orbax_checkpoint(tmp_path):
   _assert_batches_equal(_take(fresh, 3), expected)
 
 
-def test_shards_are_disjoint_and_cover_the_global_stream():
-  cfg = _config(split="test")  # "pad" only: an image identifies its sample.
+@BOTH_READ_PATHS
+@pytest.mark.parametrize("augment", ["pad", "sr_mnist"])
+def test_shards_are_disjoint_and_cover_the_global_stream(cache_mb, augment):
+  # An image identifies its sample, and random geometry must not depend on the hosts.
+  cfg = _config(split="test", augment=augment, cache_mb=cache_mb)
   keys = lambda batches: [img.tobytes() for b in batches for img in b["image"]]
   shards = [keys(_take(iter(input_pipeline.make_domain_dataset(
       cfg, batch_size=8, seed=0, shard_index=i, shard_count=2)), 10)) for i in range(2)]
@@ -123,16 +136,41 @@ def test_shards_are_disjoint_and_cover_the_global_stream():
   assert set(shards[0]) | set(shards[1]) == set(single)
 
 
-def test_eval_mode_is_one_pass():
-  cfg = _config(split="test[:10%]")  # 50 records.
+@BOTH_READ_PATHS
+def test_eval_mode_is_one_pass(cache_mb):
+  cfg = _config(split="test[:10%]", cache_mb=cache_mb)  # 50 records.
   batches = list(input_pipeline.make_domain_dataset(cfg, batch_size=8, seed=0, train=False))
   assert len(batches) == 6  # drop_remainder
   seen = {img.tobytes() for b in batches for img in b["image"]}
   assert len(seen) == 48
 
 
-def test_fixed_batch_is_deterministic_and_cycles_small_sources():
-  cfg = _config(split="test[:1%]", augment="sr_mnist")  # 5 records.
+def test_small_domains_are_held_in_memory_and_read_by_batch():
+  assert input_pipeline.held_in_memory(_config())
+  assert input_pipeline.held_in_memory(_config(augment="sr_mnist", channels=3))
+  assert not input_pipeline.held_in_memory(_config(cache_mb=0))
+  assert not input_pipeline.held_in_memory(_config(cache_mb=1))  # 4,500 digits: 3.4 MB
+  assert not input_pipeline.held_in_memory(_config(augment="resize_crop"))
+  assert input_pipeline.num_workers(_config(), backend="gpu", cpu_count=16, in_memory=True) == 0
+  # Each epoch visits every record once, in a fresh order: the records the
+  # record-by-record path reads.
+  cfg = _config(split="test[:10%]")  # 50 records; "pad": an image identifies its record.
+  keys = lambda batches: [img.tobytes() for b in batches for img in b["image"]]
+  stream = keys(_take(iter(input_pipeline.make_domain_dataset(cfg, batch_size=10, seed=0)), 10))
+  first, second = stream[:50], stream[50:]
+  assert len(set(first)) == 50 and set(first) == set(second) and first != second
+  cfg.cache_mb = 0
+  by_record = keys(_take(iter(input_pipeline.make_domain_dataset(cfg, batch_size=10, seed=0)),
+                         5))
+  assert set(by_record) == set(first)
+  rgb = input_pipeline.fixed_batch(_config(channels=3, augment="sr_mnist"), 4)["image"]
+  assert rgb.shape == (4, 32, 32, 3)
+  np.testing.assert_array_equal(rgb[..., 0], rgb[..., 1])
+
+
+@BOTH_READ_PATHS
+def test_fixed_batch_is_deterministic_and_cycles_small_sources(cache_mb):
+  cfg = _config(split="test[:1%]", augment="sr_mnist", cache_mb=cache_mb)  # 5 records.
   a = input_pipeline.fixed_batch(cfg, 12, seed=3)
   b = input_pipeline.fixed_batch(cfg, 12, seed=3)
   assert a["image"].shape == (12, 32, 32, 1) and a["label"].shape == (12,)
@@ -186,8 +224,9 @@ def test_tfds_domain(tmp_path):
     _assert_batches_equal([next(it)], [batch])
   finally:
     it.close()
-  fixed = input_pipeline.fixed_batch(cfg, 200)
-  assert 0.4 < (fixed["label"] == 3).mean() < 0.6
+  # 10 passes over the 30 re-sampled records: their share of 3s, drawn with p = 0.5.
+  fixed = input_pipeline.fixed_batch(cfg, 300)
+  assert 0.3 < (fixed["label"] == 3).mean() < 0.7
 
 
 def test_worker_processes_give_the_same_stream():

@@ -117,6 +117,59 @@ def test_skew_resize_is_deterministic_per_rng_and_keeps_labels():
     transforms.SkewResize(pad=8, crop=50, out_size=32).random_map(record, np.random.default_rng(0))
 
 
+def test_skew_resize_batch_map_resamples_as_pil_affine():
+  digits = datasets.load_embedded_mnist()[0][:64]
+  skew = transforms.SkewResize(pad=8, crop=40, out_size=32)
+  uniforms = transforms.record_uniforms(0, np.arange(64), 3)
+  batch = skew.batch_map(digits, uniforms)
+  # The same geometry through PIL: pad, rotate about the centre, crop, resize (bilinear).
+  for digit, (u_angle, u_top, u_left), out in zip(digits[:16], uniforms, batch):
+    angle = math.degrees((2 * u_angle - 1) * skew.max_angle)
+    top, left = int(u_top * 5), int(u_left * 5)  # 44 - 40 + 1 crop offsets
+    padded = Image.fromarray(np.pad(digit[..., 0], 8))
+    rotated = padded.rotate(angle, resample=Image.BILINEAR)
+    cropped = rotated.crop((left, top, left + 40, top + 40))
+    reference = np.asarray(cropped.resize((32, 32), Image.BILINEAR), np.float32)
+    # Two interpolations blur more than one: 1.3-2.7 grey levels apart on average
+    # here, where another draw of the geometry is 10-30 apart.
+    assert np.abs(out[..., 0] - reference).mean() < 5
+    assert np.corrcoef(out[..., 0].ravel(), reference.ravel())[0, 1] > 0.97
+  # One record through random_map is one row of the batch form.
+  rng = np.random.default_rng(5)
+  single = skew.random_map({"image": digits[3], "label": 0}, rng)["image"]
+  np.testing.assert_array_equal(single, skew.batch_map(
+      digits[3:4], np.random.default_rng(5).random((1, 3)))[0])
+
+
+def test_affine_bilinear_matches_pil_and_is_zero_outside():
+  digits = datasets.load_embedded_mnist()[0][:32]
+  rng = np.random.default_rng(0)
+  angles = rng.uniform(-0.3, 0.3, 32)
+  matrices = np.stack([1.2 * np.cos(angles), 1.2 * np.sin(angles), rng.uniform(-4, 4, 32),
+                       -1.2 * np.sin(angles), 1.2 * np.cos(angles), rng.uniform(-4, 4, 32)], -1)
+  ours = transforms._affine_bilinear(digits, matrices, 32)
+  pil = np.stack([np.asarray(Image.fromarray(d[..., 0]).transform(
+      (32, 32), Image.AFFINE, tuple(m), Image.BILINEAR)) for d, m in zip(digits, matrices)])
+  # PIL returns 0 for samples in the half pixel past the border instead of blending.
+  differ = np.abs(ours[..., 0].astype(int) - pil) > 1
+  assert differ.mean() < 1e-3
+  shifted = transforms._affine_bilinear(digits[:1], np.array([[1, 0, 100, 0, 1, 0]]), 32)
+  assert not shifted.any()
+
+
+def test_record_uniforms_are_counter_based():
+  u = transforms.record_uniforms(7, np.arange(20_000), 3)
+  assert u.shape == (20_000, 3) and u.dtype == np.float64
+  assert 0 <= u.min() and u.max() < 1
+  counts = np.histogram(u, bins=10, range=(0, 1))[0]
+  assert _binomial_ok(counts, [0.1] * 10, u.size)
+  assert abs(np.corrcoef(u[:, 0], u[:, 1])[0, 1]) < 0.03
+  # The numbers of a position do not depend on which other positions are drawn with it.
+  np.testing.assert_array_equal(
+      transforms.record_uniforms(7, np.array([19_999, 5]), 3), u[[19_999, 5]])
+  assert not np.array_equal(transforms.record_uniforms(8, np.arange(5), 3), u[:5])
+
+
 # ----------------------------------------------------------------------------- simple transforms
 
 def test_pad_centres_and_rejects_large_images():
