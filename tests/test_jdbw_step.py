@@ -10,14 +10,25 @@ import numpy as np
 import pytest
 
 import jdbw_tiny
-from jdbw_jax import steps
+from i2i_jax import sharding
+from jdbw_jax import steps, train
 
 
 @pytest.fixture(scope="module")
 def model_and_state():
+  """The tiny config's step jitted, placed and fed as training does, so that the compile
+  cache shares it with the training tests; it donates its state, so it gets copies."""
   config = jdbw_tiny.tiny_config()
   model = steps.JDBW(config, (32, 32, 1), (32, 32, 1))
-  return config, model, jax.jit(model.init_state)(jax.random.key(0)), jax.jit(model.train_step)
+  mesh = sharding.make_data_mesh()
+  state = sharding.replicate(jax.jit(model.init_state)(jax.random.key(0)), mesh)
+  jitted = train.make_train_step(model, mesh)
+
+  def train_step(state, batch):
+    return jitted(jax.tree_util.tree_map(jnp.copy, state),
+                  sharding.shard_batch(batch, mesh=mesh, batch_axis=1))
+
+  return config, model, state, train_step
 
 
 def power_vectors(net_state):
@@ -88,8 +99,10 @@ def test_non_finite_step_leaves_state_unchanged(model_and_state):
 
 
 @pytest.mark.parametrize("scheme,variant", [
-    ("none", "composite"),
-    # One-sided weights also run, against one device, in test_eight_devices_match_one_device.
+    # Each switch is its own ~35 s compile on CPU: all are slow tests, to keep CI within
+    # budget. One-sided weights also run in test_eight_devices_match_one_device, "none"
+    # in the quality benchmark's quick run (slow too).
+    pytest.param("none", "composite", marks=pytest.mark.slow),
     pytest.param("one_sided", "composite", marks=pytest.mark.slow),
     pytest.param("two_sided", "joint", marks=pytest.mark.slow),
     pytest.param("two_sided", "single", marks=pytest.mark.slow)])
@@ -113,7 +126,8 @@ MULTI_DEVICE_SCRIPT = r"""
 import jax, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 import jdbw_tiny
-from jdbw_jax import steps
+from i2i_jax import sharding
+from jdbw_jax import steps, train
 from i2i_jax import sharding
 assert jax.device_count() == 8, jax.devices()
 config = jdbw_tiny.tiny_config(**{"batch_weight.scheme": SCHEME})

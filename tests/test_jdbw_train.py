@@ -7,6 +7,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 import jdbw_tiny
 from i2i_jax import writers
@@ -15,6 +16,7 @@ from jdbw_jax import train
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow  # The default suite resumes a SIGKILLed run instead (test_preemption.py).
 def test_resume_continues_bit_identically(tmp_path):
   """4 steps in one go == 2 steps, stop, resume in the same workdir, 2 more steps."""
   config = jdbw_tiny.tiny_config(**{"num_steps": 4, "checkpoint_every": 2,

@@ -1,5 +1,5 @@
 """Killing a training run: SIGTERM checkpoints and exits cleanly; SIGKILL at a random
-step loses at most the steps since the last checkpoint, and the restarted run ends
+step loses at most the steps since the last checkpoint; restarted, the run ends
 bit-identical to one that was never interrupted."""
 
 import os
@@ -58,41 +58,42 @@ def _final_state(workdir, config):
     return checkpointer.restore(jax.eval_shape(model.init_state, jax.random.key(0)))
 
 
-def test_sigterm_checkpoints_the_current_step_and_exits_cleanly(tmp_path):
+def test_sigterm_then_sigkill_at_a_random_step_resume_bit_identically(tmp_path):
+  """A run stopped by SIGTERM, restarted, SIGKILLed at a random step, restarted again
+  and finished ends bit-identical to a run that was never interrupted."""
   workdir = tmp_path / "run"
-  returncode, log = _run_until_step(_command(workdir, _OVERRIDES), 6, signal.SIGTERM)
+  cmd = _command(workdir, _OVERRIDES)
+  num_steps = _OVERRIDES["num_steps"]
+
+  # SIGTERM: the step that was running when the signal came is saved; a clean exit.
+  returncode, log = _run_until_step(cmd, 3, signal.SIGTERM)
   assert returncode == 0, log[-3000:]
   assert "SIGTERM received" in log
   stopped_at = max(int(m) for m in _STEP_LINE.findall(log))
   with Checkpointer(workdir / "checkpoints") as checkpointer:
     saved = checkpointer.all_steps()
-  # The step that was running when the signal came is the one saved.
-  assert stopped_at <= max(saved) <= stopped_at + 1 < _OVERRIDES["num_steps"], (
-      saved, stopped_at, log[-6000:])
+  assert stopped_at <= max(saved) <= stopped_at + 1 < num_steps, (saved, stopped_at,
+                                                                 log[-6000:])
 
-
-def test_sigkill_at_a_random_step_resumes_bit_identically(tmp_path):
-  kill_at = int(np.random.default_rng(int(time.time())).integers(5, 14))
-  workdir = tmp_path / "killed"
-  cmd = _command(workdir, _OVERRIDES)
+  # SIGKILL, at a random later step: only complete checkpoints count (a write cut
+  # short is invisible), so what is lost is the steps since the newest one.
+  kill_at = int(np.random.default_rng(int(time.time())).integers(max(saved) + 2, num_steps - 2))
   returncode, log = _run_until_step(cmd, kill_at, signal.SIGKILL)
   assert returncode == -signal.SIGKILL, log[-3000:]
+  assert f"Resumed from the checkpoint at step {max(saved)}" in log
   reached = max(int(m) for m in _STEP_LINE.findall(log))
   with Checkpointer(workdir / "checkpoints") as checkpointer:
-    last_saved = checkpointer.latest_step() or 0
-  # Only complete checkpoints count (a write cut short is invisible); the restart
-  # picks up the newest one, so what is lost is the steps since it.
-  assert last_saved <= reached, (kill_at, reached, last_saved)
+    last_saved = checkpointer.latest_step()
+  assert max(saved) <= last_saved <= reached, (kill_at, reached, last_saved)
 
   result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  if last_saved:
-    assert f"Resumed from the checkpoint at step {last_saved}" in result.stderr
+  assert f"Resumed from the checkpoint at step {last_saved}" in result.stderr
 
   config = jdbw_tiny.tiny_config(**_OVERRIDES)
   straight = jax.device_get(train.train_and_evaluate(config, str(tmp_path / "straight")))
   resumed, step = _final_state(workdir, config)
-  assert step == _OVERRIDES["num_steps"]
+  assert step == num_steps
   for a, b in zip(jax.tree_util.tree_leaves((straight.g, straight.d, straight.w)),
                   jax.tree_util.tree_leaves(jax.device_get((resumed.g, resumed.d, resumed.w)))):
     np.testing.assert_array_equal(a, b)
