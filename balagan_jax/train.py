@@ -199,6 +199,12 @@ class Evaluator:
     return scores
 
 
+def make_train_step(model: BalaGAN, mesh):
+  """The jitted translation step: replicated outputs, the input state donated."""
+  repl = sharding.replicated_sharding(mesh)
+  return jax.jit(model.train_step, out_shardings=(repl, repl), donate_argnums=(0,))
+
+
 def restore_or_init(model: BalaGAN, config, checkpointer, streams):
   state = jax.jit(model.init_state)(jax.random.key(config.seed))
   restored = checkpointer.restore(state, streams)
@@ -221,8 +227,7 @@ def train_translation(config, workdir: str, mods: modalities_lib.Modalities) -> 
                               save_interval_steps=config.checkpoint_every)
   state, start_step = restore_or_init(model, config, checkpointer, streams)
   state = sharding.replicate(state, mesh)
-  train_step = jax.jit(model.train_step, out_shardings=(sharding.replicated_sharding(mesh),) * 2,
-                       donate_argnums=(0,))
+  train_step = make_train_step(model, mesh)
   sample = make_sampler(model)
   writer = MetricWriter(os.path.join(workdir, "tensorboard"))
   if start_step == 0:

@@ -5,10 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from balagan_jax import steps
+from balagan_jax import steps, train
 from balagan_tiny import tiny_config
+from i2i_jax import sharding
 
-NUM_CLASSES = 4
+# The tiny config's modalities in training: k = 5 source clusters (|A| = 200, |B| = 40)
+# and the target, so that the step below is the one training compiles (a cache hit).
+NUM_CLASSES = 6
 
 
 def batch(seed=0, size=4):
@@ -25,8 +28,17 @@ def changed(a, b):
 
 @pytest.fixture(scope="module")
 def model_state_step():
+  """The tiny step jitted, placed and fed as training does; it donates its state, so it
+  gets copies."""
   model = steps.BalaGAN(tiny_config(), NUM_CLASSES, (32, 32, 3))
-  return model, jax.jit(model.init_state)(jax.random.key(0)), jax.jit(model.train_step)
+  mesh = sharding.make_data_mesh()
+  state = sharding.replicate(jax.jit(model.init_state)(jax.random.key(0)), mesh)
+  jitted = train.make_train_step(model, mesh)
+
+  def train_step(state, batch):
+    return jitted(jax.tree_util.tree_map(jnp.copy, state), sharding.shard_batch(batch, mesh=mesh))
+
+  return model, state, train_step
 
 
 def test_one_step_updates_generator_discriminator_and_ema(model_state_step):

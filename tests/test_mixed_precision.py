@@ -98,9 +98,8 @@ def balagan_run(config, workdir):
   size = config.data.source.image_size
   model = BalaGAN(config, num_classes, (size, size, config.data.source.channels))
   state = sharding.replicate(jax.jit(model.init_state)(jax.random.key(config.seed)), mesh)
-  step = jax.jit(model.train_step, out_shardings=(sharding.replicated_sharding(mesh),) * 2,
-                 donate_argnums=(0,))
-  return state, step, balagan_train.sharded_batches(streams, mesh), streams
+  return (state, balagan_train.make_train_step(model, mesh),
+          balagan_train.sharded_batches(streams, mesh), streams)
 
 
 def rounded_to_bfloat16(state):
