@@ -246,6 +246,20 @@ def _batches_in_memory(cfg: ml_collections.ConfigDict, images: datasets.ArraySou
   return ds
 
 
+def _batches(cfg: ml_collections.ConfigDict, *, seed: int, train: bool, repeat: bool,
+             batch_size: int, shard_index: int, shard_count: int,
+             source=None) -> grain.MapDataset:
+  """uint8 batches of this host's share of the domain (or of `source`): gathered
+  from memory where the domain is held there (`cache_mb`), else read record by record."""
+  images = _in_memory(cfg) if source is None else None
+  if images is not None:
+    return _batches_in_memory(cfg, images, seed=seed, train=train, repeat=repeat,
+                              batch_size=batch_size, shard_index=shard_index,
+                              shard_count=shard_count)
+  ds = _records(cfg, seed=seed, train=train, repeat=repeat, source=source)
+  return ds[shard_index::shard_count].batch(batch_size, drop_remainder=True)
+
+
 def make_domain_dataset(cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int,
                         steps_per_call: int = 1, train: bool = True,
                         shard_index: int | None = None,
@@ -279,20 +293,14 @@ def make_domain_dataset(cfg: ml_collections.ConfigDict, *, batch_size: int, seed
   shard_count = jax.process_count() if shard_count is None else shard_count
   if not 0 <= shard_index < shard_count:
     raise ConfigError(f"shard_index {shard_index} is not in [0, shard_count={shard_count})")
-  images = _in_memory(cfg) if source is None else None
-  if images is not None:
-    ds = _batches_in_memory(cfg, images, seed=seed, train=train, repeat=train,
-                            batch_size=batch_size, shard_index=shard_index,
-                            shard_count=shard_count)
-  else:
-    ds = _records(cfg, seed=seed, train=train, repeat=train, source=source)
-    ds = ds[shard_index::shard_count].batch(batch_size, drop_remainder=True)
+  ds = _batches(cfg, seed=seed, train=train, repeat=train, batch_size=batch_size,
+                shard_index=shard_index, shard_count=shard_count, source=source)
   if steps_per_call > 1:
     ds = ds.batch(steps_per_call, drop_remainder=True)
   ds = ds.map(transforms.ToFloat())
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads(cfg),
                                             prefetch_buffer_size=_PREFETCH_BATCHES))
-  workers = num_workers(cfg, in_memory=images is not None)
+  workers = num_workers(cfg, in_memory=source is None and held_in_memory(cfg))
   if workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return it
@@ -350,12 +358,8 @@ def fixed_batch(cfg: ml_collections.ConfigDict, n: int, seed: int = 0,
   """
   if n < 1:
     raise ConfigError(f"n must be positive, got {n}")
-  images = _in_memory(cfg) if source is None else None
-  if images is not None:
-    batch = _batches_in_memory(cfg, images, seed=seed, train=False, repeat=True,
-                               batch_size=n, shard_index=0, shard_count=1)[0]
-  else:
-    batch = _records(cfg, seed=seed, train=False, repeat=True, source=source)[:n].batch(n)[0]
+  batch = _batches(cfg, seed=seed, train=False, repeat=True, batch_size=n, shard_index=0,
+                   shard_count=1, source=source)[0]
   return transforms.ToFloat().map(batch)
 
 

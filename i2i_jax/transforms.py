@@ -179,7 +179,8 @@ class SkewResize(grain.transforms.RandomMap):
   uniforms_per_record = 3  # angle, crop top, crop left
 
   def random_map(self, element, rng: np.random.Generator):
-    image = self.batch_map(element["image"][None], rng.random((1, 3)))[0]
+    image = self.batch_map(element["image"][None],
+                           rng.random((1, self.uniforms_per_record)))[0]
     return {**element, "image": image}
 
   def batch_map(self, images: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
