@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from balagan_jax import steps, train
+from balagan_jax import losses, steps, train
 from balagan_tiny import tiny_config
 from i2i_jax import sharding
 
@@ -56,6 +56,65 @@ def test_one_step_updates_generator_discriminator_and_ema(model_state_step):
     assert np.isfinite(float(metrics[name])), name
   assert float(metrics["finite"]) == 1.0
   assert int(new.step) == 1
+
+
+def funit_updates(model, state, b):
+  """Both updates written as FUNIT's trainer does: G run again inside each update, each
+  D call on its own batch of B. Returns (D grads, G grads, metrics)."""
+  cfg = model.config.loss
+  sg = jax.lax.stop_gradient
+  x, lx = b["content"]["image"], b["content"]["label"]
+  y, ly = b["reference"]["image"], b["reference"]["label"]
+  disc = lambda p, images, labels: model.disc.apply({"params": p}, images, labels)
+
+  def d_loss(d_params):
+    xt = sg(model.translate(state.g.params, x, y))
+    reg, (real, logits) = losses.r1_penalty(lambda i: disc(d_params, i, ly)[:2], y,
+                                                  has_aux=True)
+    l_real, l_fake = (losses.d_hinge_real_loss(real),
+                      losses.d_hinge_fake_loss(disc(d_params, xt, ly)[0]))
+    l_cls = losses.d_classification_loss(logits, ly)
+    return (cfg.gan_w * (l_real + l_fake) + cfg.reg_w * reg + cfg.cls_w * l_cls,
+            {"d_real": l_real, "d_fake": l_fake, "r1": reg, "d_cls": l_cls})
+
+  d_grads, d_metrics = jax.grad(d_loss, has_aux=True)(state.d.params)
+  new_d = state.d.apply_gradients(d_grads, model.tx_d).params
+
+  def g_loss(g_params):
+    g = lambda method, *a: model.gen.apply({"params": g_params}, *a, method=method)
+    content = g(model.gen.encode_content, x)
+    xt = g(model.gen.decode, content, g(model.gen.encode_style, y))
+    xr = g(model.gen.decode, content, g(model.gen.encode_style, x))
+    adv_t, _, feat_t = disc(new_d, xt, ly)
+    adv_r, _, feat_r = disc(new_d, xr, lx)
+    feat_y, feat_x = sg(disc(new_d, y, ly)[2]), sg(disc(new_d, x, lx)[2])
+    l_adv = 0.5 * (losses.g_adversarial_loss(adv_t)
+                   + losses.g_adversarial_loss(adv_r))
+    l_rec = losses.reconstruction_loss(xr, x)
+    l_fm = (losses.feature_matching_loss(feat_r, feat_x)
+            + losses.feature_matching_loss(feat_t, feat_y))
+    return (cfg.gan_w * l_adv + cfg.r_w * l_rec + cfg.fm_w * l_fm,
+            {"g_adv": l_adv, "g_rec": l_rec, "g_fm": l_fm})
+
+  g_grads, g_metrics = jax.grad(g_loss, has_aux=True)(state.g.params)
+  return d_grads, g_grads, {**d_metrics, **g_metrics}
+
+
+def test_step_equals_funits_updates(model_state_step):
+  """The step's shared generator pass and D's batches of 2B change no number: gradients
+  and losses match FUNIT's formulation (G run in both updates, D on batches of B)."""
+  model, state, _ = model_state_step
+  b = jax.tree_util.tree_map(np.asarray, batch(seed=3))
+  _, (d_metrics, d_grads), (g_metrics, g_grads) = jax.jit(model.updates)(state, b)
+  metrics = {**d_metrics, **g_metrics}
+  want_d, want_g, want_metrics = jax.jit(lambda s: funit_updates(model, s, b))(state)
+  for name, value in want_metrics.items():
+    np.testing.assert_allclose(metrics[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
+  for got, want in ((d_grads, want_d), (g_grads, want_g)):
+    got = dict(jax.tree_util.tree_leaves_with_path(got))
+    for path, leaf in jax.tree_util.tree_leaves_with_path(want):
+      np.testing.assert_allclose(got[path], leaf, rtol=1e-4, atol=1e-6,
+                                 err_msg=jax.tree_util.keystr(path))
 
 
 def test_translation_shape_and_range(model_state_step):
