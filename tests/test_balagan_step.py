@@ -70,7 +70,7 @@ def funit_updates(model, state, b):
   def d_loss(d_params):
     xt = sg(model.translate(state.g.params, x, y))
     reg, (real, logits) = losses.r1_penalty(lambda i: disc(d_params, i, ly)[:2], y,
-                                                  has_aux=True)
+                                            has_aux=True)
     l_real, l_fake = (losses.d_hinge_real_loss(real),
                       losses.d_hinge_fake_loss(disc(d_params, xt, ly)[0]))
     l_cls = losses.d_classification_loss(logits, ly)
@@ -88,8 +88,7 @@ def funit_updates(model, state, b):
     adv_t, _, feat_t = disc(new_d, xt, ly)
     adv_r, _, feat_r = disc(new_d, xr, lx)
     feat_y, feat_x = sg(disc(new_d, y, ly)[2]), sg(disc(new_d, x, lx)[2])
-    l_adv = 0.5 * (losses.g_adversarial_loss(adv_t)
-                   + losses.g_adversarial_loss(adv_r))
+    l_adv = 0.5 * (losses.g_adversarial_loss(adv_t) + losses.g_adversarial_loss(adv_r))
     l_rec = losses.reconstruction_loss(xr, x)
     l_fm = (losses.feature_matching_loss(feat_r, feat_x)
             + losses.feature_matching_loss(feat_t, feat_y))

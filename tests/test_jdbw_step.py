@@ -126,8 +126,7 @@ MULTI_DEVICE_SCRIPT = r"""
 import jax, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 import jdbw_tiny
-from i2i_jax import sharding
-from jdbw_jax import steps, train
+from jdbw_jax import steps
 from i2i_jax import sharding
 assert jax.device_count() == 8, jax.devices()
 config = jdbw_tiny.tiny_config(**{"batch_weight.scheme": SCHEME})
