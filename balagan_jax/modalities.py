@@ -12,7 +12,9 @@ Everything lives under the run's workdir:
   encoder/checkpoints/   encoder training state + data positions (resumable)
   encoder/tensorboard/   NT-Xent loss, contrastive accuracy, steps/s
   modalities/assignment.npz   the labels; its presence marks the stage as done
-  modalities/summary.json     k, method and the size of every modality
+  modalities/summary.json     k, method and the size of every modality; for clusters of
+                              labelled source images also their NMI/ARI/purity against
+                              the labels, next to k-means on raw pixels ("quality")
   modalities/clusters.png     one row of `grid_samples` images per modality
   modalities/tensorboard/     the same grid (tag "modalities") and summary
 
@@ -40,7 +42,7 @@ from balagan_jax import augment as augment_lib
 from balagan_jax import clustering
 from balagan_jax.losses import nt_xent_loss
 from balagan_jax.models import ContrastiveEncoder
-from i2i_jax import datasets, images as images_lib, input_pipeline, loop, sharding
+from i2i_jax import datasets, images as images_lib, input_pipeline, loop, metrics, sharding
 from i2i_jax.checkpoint import Checkpointer
 from i2i_jax.device_prefetch import DevicePrefetcher
 from i2i_jax.errors import ConfigError
@@ -96,12 +98,14 @@ class Modalities:
     return np.bincount(np.concatenate([self.source_labels, self.target_labels]),
                        minlength=self.num_classes)
 
-  def summary(self) -> dict[str, Any]:
+  def summary(self, quality: dict[str, Any] | None = None) -> dict[str, Any]:
+    """k, method and sizes, plus the clusters' `quality` (`clustering_quality`) if given."""
     sizes = self.sizes().tolist()
-    return {"method": self.method, "k_source": self.k_source, "k_target": self.k_target,
-            "num_classes": self.num_classes, "num_source": int(len(self.source_labels)),
-            "num_target": int(len(self.target_labels)),
-            "source_sizes": sizes[:self.k_source], "target_sizes": sizes[self.k_source:]}
+    summary = {"method": self.method, "k_source": self.k_source, "k_target": self.k_target,
+               "num_classes": self.num_classes, "num_source": int(len(self.source_labels)),
+               "num_target": int(len(self.target_labels)),
+               "source_sizes": sizes[:self.k_source], "target_sizes": sizes[self.k_source:]}
+    return summary if quality is None else {**summary, "quality": quality}
 
   def save(self, path: str | os.PathLike) -> None:
     """Writes the labels to `path` (.npz) atomically: a crash leaves no partial file."""
@@ -120,9 +124,10 @@ class Modalities:
                  k_source=int(data["k_source"]), k_target=int(data["k_target"]),
                  method=str(data["method"]) if "method" in data else "")
 
-  def save_summary(self, path: str | os.PathLike) -> None:
+  def save_summary(self, path: str | os.PathLike,
+                   quality: dict[str, Any] | None = None) -> None:
     with open(os.fspath(path), "w") as f:
-      json.dump(self.summary(), f, indent=2)
+      json.dump(self.summary(quality), f, indent=2)
       f.write("\n")
 
 
@@ -446,15 +451,20 @@ def _load_images(domain, source, indices: np.ndarray, seed: int) -> np.ndarray:
   return out
 
 
-def embed_domain(embedder: _Embedder, config, domain, source) -> np.ndarray:
-  """Embeddings of every record of `source`, in record order."""
+def embed_domain(embed, config, domain, source, batch_size: int) -> np.ndarray:
+  """Rows `embed(images)` (B, d) of every record of `source`, in record order: the
+  encoder's embeddings (an `_Embedder`) or the raw pixels (`_flat_pixels`)."""
   out = None
-  for idx, batch in _eval_batches(domain, source, embedder.chunk, config.seed):
-    h = embedder(batch)
+  for idx, batch in _eval_batches(domain, source, batch_size, config.seed):
+    h = embed(batch)
     if out is None:
       out = np.zeros((len(source), h.shape[-1]), np.float32)
     out[idx] = h
   return out
+
+
+def _flat_pixels(images: np.ndarray) -> np.ndarray:
+  return images.reshape(len(images), -1)
 
 
 # ---------------------------------------------------------------------------
@@ -484,16 +494,48 @@ def _from_clusters(config, workdir, sources) -> Modalities:
   k_source = int(config.modalities.k_source) or clustering.choose_k(num_source, num_target)
   logging.info("Clustering %d source images into %d modalities.", num_source, k_source)
   source_labels = _cluster(config, embed_domain(embedder, config, config.data.source,
-                                                sources[0]), k_source, 0)
+                                                sources[0], embedder.chunk), k_source, 0)
   k_target = int(config.modalities.k_target)
   if k_target > 1:
     logging.info("Balanced setting: clustering %d target images into %d modalities.",
                  num_target, k_target)
     target_labels = _cluster(config, embed_domain(embedder, config, config.data.target,
-                                                  sources[1]), k_target, 1)
+                                                  sources[1], embedder.chunk), k_target, 1)
   else:
     target_labels = np.zeros(num_target, np.int32)
   return Modalities(source_labels, target_labels + k_source, k_source, k_target, "clusters")
+
+
+def clustering_quality(config, mods: Modalities, sources) -> dict[str, Any] | None:
+  """NMI, ARI and purity of the source modalities against the source's labels, and of
+  the same k-means on raw pixels; None unless the labels name two classes or more.
+
+  The baseline (same k, iterations, restarts and key, on the flattened images the
+  encoder reads) shows what the contrastive representation adds. Both are scored on
+  the labelled images (label >= 0); all images are clustered.
+  """
+  labels = datasets.source_labels(sources[0])
+  if labels is None:
+    return None
+  labelled = np.flatnonzero(labels >= 0)
+  truth = labels[labelled]
+  num_classes = len(np.unique(truth))
+  if num_classes < 2:  # e.g. CelebA's women, all of label 0: nothing to score
+    return None
+  pixels = embed_domain(_flat_pixels, config, config.data.source, sources[0],
+                        int(config.encoder.batch_size))
+  raw_labels = _cluster(config, pixels, mods.k_source, 0)
+  return {"labels": {"num_images": int(len(labelled)), "num_classes": num_classes},
+          "learned": metrics.clustering_scores(mods.source_labels[labelled], truth),
+          "raw_pixels": metrics.clustering_scores(raw_labels[labelled], truth)}
+
+
+def _describe_quality(quality: dict[str, Any]) -> str:
+  """The `clustering_quality` block as one line for the log."""
+  learned, raw = (f"NMI {q['nmi']:.3f} ARI {q['ari']:.3f} purity {q['purity']:.3f}"
+                  for q in (quality["learned"], quality["raw_pixels"]))
+  return (f"vs the source's labels ({quality['labels']['num_images']} images, "
+          f"{quality['labels']['num_classes']} classes): {learned}; k-means on raw pixels: {raw}")
 
 
 def _ground_truth(domain, source, role: str) -> np.ndarray:
@@ -562,14 +604,16 @@ def _grid_rows(config, mods: Modalities, sources) -> list[np.ndarray]:
   return rows
 
 
-def write_inspection(config, workdir: str, mods: Modalities, sources=None) -> None:
-  """clusters.png (row c = samples of modality c) + summary.json + the grid in TensorBoard."""
+def write_inspection(config, workdir: str, mods: Modalities, sources=None,
+                     quality: dict[str, Any] | None = None) -> None:
+  """clusters.png (row c = samples of modality c) + summary.json (with `quality`, see
+  `clustering_quality`, where given) + the grid and summary in TensorBoard."""
   if jax.process_index() != 0:
     return
   sources = sources or _sources(config)
   out_dir = os.path.join(workdir, "modalities")
   os.makedirs(out_dir, exist_ok=True)
-  mods.save_summary(os.path.join(out_dir, SUMMARY_FILE))
+  mods.save_summary(os.path.join(out_dir, SUMMARY_FILE), quality)
   rows = _grid_rows(config, mods, sources)
   if len({r.shape[1:3] for r in rows}) == 1:
     grids = {"modalities": images_lib.make_grid(rows)}
@@ -584,7 +628,7 @@ def write_inspection(config, workdir: str, mods: Modalities, sources=None) -> No
   # opened on the same directory within that second (stage 2's) would replace this file.
   with MetricWriter(os.path.join(out_dir, "tensorboard")) as writer:
     writer.write_images(0, grids)
-    writer.write_texts(0, {"modalities/summary": json.dumps(mods.summary())})
+    writer.write_texts(0, {"modalities/summary": json.dumps(mods.summary(quality))})
 
 
 def _sources(config):
@@ -604,7 +648,9 @@ def find_modalities(config: ml_collections.ConfigDict, workdir: str) -> Modaliti
       the target's own labels too.
     a path: an .npz with "source" (and optionally "target") label arrays, one per record.
   The labels are saved to `workdir/modalities/assignment.npz` (written last: its
-  presence means done), with summary.json and the clusters.png inspection grid.
+  presence means done), with summary.json and the clusters.png inspection grid. Clusters
+  of a labelled source are scored against its labels, next to k-means on raw pixels
+  (`clustering_quality`): logged and in summary.json.
   """
   path = os.path.join(workdir, "modalities", ASSIGNMENT_FILE)
   sources = _sources(config)
@@ -626,7 +672,12 @@ def find_modalities(config: ml_collections.ConfigDict, workdir: str) -> Modaliti
   else:
     mods = _from_file(method, sources)
   logging.info("Modalities (%s): sizes %s.", mods.method, mods.sizes().tolist())
-  write_inspection(config, workdir, mods, sources)
+  quality = None
+  if method == "clusters" and jax.process_index() == 0:
+    quality = clustering_quality(config, mods, sources)
+    if quality:
+      logging.info("Modalities %s.", _describe_quality(quality))
+  write_inspection(config, workdir, mods, sources, quality)
   if jax.process_index() == 0:
     mods.save(path)
   return mods

@@ -1,4 +1,5 @@
-"""Evaluation metrics on image features: FID, KID, class matching, diversity.
+"""Evaluation metrics on image features: FID, KID, class matching, diversity; and
+the agreement of a clustering with ground-truth labels (NMI, ARI, purity).
 
 Every metric here works on features, so any extractor fits: the standard FID
 Inception-v3 (`i2i_jax.inception`, when the user supplies its weights) or a small
@@ -169,6 +170,66 @@ def diversity(grouped_features) -> float:
 def class_matching_rate(predicted_labels, source_labels) -> float:
   """Share of translations classified as their source's class; labels < 0 are ignored."""
   return classifier.accuracy(predicted_labels, source_labels)
+
+
+def clustering_scores(assignments, labels) -> dict[str, float]:
+  """NMI, ARI and purity of a clustering against ground-truth labels (any integers).
+
+  NMI divides the mutual information by the arithmetic mean of the two entropies and
+  ARI is Hubert & Arabie's adjusted Rand index, both with scikit-learn's conventions
+  (`normalized_mutual_info_score`, `adjusted_rand_score`: 1 when the two partitions
+  agree on every pair, NMI 0 when either has one group and the other more). Purity is
+  the share of items whose cluster's majority label is their own; unlike the other
+  two it rewards many small clusters, so it is read next to them.
+  """
+  assignments = np.asarray(assignments).reshape(-1)
+  labels = np.asarray(labels).reshape(-1)
+  if len(assignments) != len(labels) or not len(labels):
+    raise ValueError(f"clustering_scores needs as many assignments as labels (> 0), got "
+                     f"{len(assignments)} and {len(labels)}")
+  clusters = np.unique(assignments, return_inverse=True)[1].reshape(-1)
+  classes = np.unique(labels, return_inverse=True)[1].reshape(-1)
+  table = np.zeros((clusters.max() + 1, classes.max() + 1), np.int64)
+  np.add.at(table, (clusters, classes), 1)
+  return {"nmi": _normalized_mutual_information(table), "ari": _adjusted_rand_index(table),
+          "purity": float(table.max(axis=1).sum() / len(labels))}
+
+
+def _normalized_mutual_information(table: np.ndarray) -> float:
+  """NMI of a (clusters, classes) contingency table, arithmetic-mean normalised."""
+  if table.shape == (1, 1):  # neither partition splits the data: they agree
+    return 1.0
+  p = table / table.sum()
+  p_cluster, p_class = p.sum(axis=1), p.sum(axis=0)
+  nonzero = p > 0
+  mutual = np.sum(p[nonzero] * np.log(p[nonzero] / np.outer(p_cluster, p_class)[nonzero]))
+  if mutual <= 0:  # round-off around independence, or one side with a single group
+    return 0.0
+  return float(mutual / ((_entropy(p_cluster) + _entropy(p_class)) / 2))
+
+
+def _entropy(probs: np.ndarray) -> float:
+  """Entropy in nats of the probabilities of groups that have members (all > 0)."""
+  return float(-np.sum(probs * np.log(probs)))
+
+
+def _adjusted_rand_index(table: np.ndarray) -> float:
+  """ARI of a (clusters, classes) contingency table, from pair counts in Python
+  integers: their products overflow int64 from ~80k items."""
+  together_both = _pairs(table)
+  together_cluster = _pairs(table.sum(axis=1)) - together_both  # split by the labels
+  together_class = _pairs(table.sum(axis=0)) - together_both  # split by the clusters
+  apart_both = _pairs(table.sum()) - together_both - together_cluster - together_class
+  if together_cluster == 0 and together_class == 0:
+    return 1.0
+  return 2.0 * (together_both * apart_both - together_class * together_cluster) / (
+      (together_both + together_class) * (together_class + apart_both)
+      + (together_both + together_cluster) * (together_cluster + apart_both))
+
+
+def _pairs(counts) -> int:
+  """Unordered pairs within groups of these sizes, as a Python int."""
+  return sum(int(c) * (int(c) - 1) // 2 for c in np.reshape(counts, -1))
 
 
 def extract_features(extractor: FeatureExtractor, images, batch_size: int = 256) -> np.ndarray:

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from balagan_jax import clustering, modalities
-from i2i_jax import datasets, input_pipeline, writers
+from i2i_jax import datasets, input_pipeline, metrics, writers
 
 from balagan_tiny import NUM_SOURCE, NUM_TARGET, tiny_config
 
@@ -57,6 +57,73 @@ def test_clusters_end_to_end_writes_assignment_summary_and_grid(clustered):
   assert [step for step, _ in scalars["loss"]] == [1, 2, 3]
   assert all(np.isfinite(v) for _, v in scalars["loss"])
   assert checkpoint_steps(workdir)[-1] == config.encoder.num_steps
+
+
+def _raw_pixels(source) -> np.ndarray:
+  """The tiny config's evaluation images, flattened, built by hand: digits zero-padded
+  28 -> 32, grey repeated to RGB, in [-1, 1]."""
+  images = np.stack([source[i]["image"] for i in range(len(source))])
+  padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0))).repeat(3, axis=-1)
+  return padded.reshape(len(source), -1).astype(np.float32) / 127.5 - 1.0
+
+
+def test_clusters_of_labelled_digits_are_scored_against_a_raw_pixel_baseline(clustered):
+  config, workdir, mods = clustered
+  with open(os.path.join(workdir, "modalities", "summary.json")) as f:
+    quality = json.load(f)["quality"]
+  source = datasets.build_source(config.data.source)
+  digits = datasets.source_labels(source)
+  assert quality["labels"] == {"num_images": NUM_SOURCE, "num_classes": 10}
+  assert quality["learned"] == pytest.approx(metrics.clustering_scores(mods.source_labels,
+                                                                       digits))
+  # The baseline: the same k-means call (k, iterations, restarts, key) on the pixels.
+  key = jax.random.fold_in(jax.random.key(config.seed), modalities._KMEANS_SALT * 1000)
+  _, raw = clustering.spherical_kmeans(key, _raw_pixels(source), mods.k_source,
+                                       num_iters=config.modalities.kmeans_iters,
+                                       num_restarts=config.modalities.kmeans_restarts)
+  assert quality["raw_pixels"] == pytest.approx(metrics.clustering_scores(np.asarray(raw),
+                                                                          digits))
+  for scores in (quality["learned"], quality["raw_pixels"]):
+    assert set(scores) == {"nmi", "ari", "purity"}
+    assert 0 < scores["nmi"] < 1 and 0.1 <= scores["purity"] <= 1
+
+
+def test_quality_is_scored_on_the_labelled_images_only():
+  config = tiny_config()
+  images, digits = datasets.load_embedded_mnist()
+  partly = digits[:60].copy()
+  partly[::3] = datasets.NO_LABEL
+  source = datasets.ArraySource(images[:60], partly)
+  mods = modalities.Modalities(np.arange(60) % 4, np.full(5, 4), 4, 1)
+  quality = modalities.clustering_quality(config, mods, (source, None))
+  kept = partly >= 0
+  assert quality["labels"] == {"num_images": 40, "num_classes": 10}
+  assert quality["learned"] == metrics.clustering_scores(mods.source_labels[kept],
+                                                         partly[kept])
+
+
+@pytest.mark.parametrize("labels", [None, np.zeros(60, int)], ids=["unlabelled", "one_class"])
+def test_no_quality_without_labels_of_two_classes(labels):
+  source = datasets.ArraySource(datasets.load_embedded_mnist()[0][:60], labels)
+  mods = modalities.Modalities(np.arange(60) % 4, np.full(5, 4), 4, 1)
+  assert modalities.clustering_quality(tiny_config(), mods, (source, None)) is None
+
+
+def test_clusters_of_an_unlabelled_source_have_no_quality_block(tmp_path):
+  folder = tmp_path / "unlabelled"
+  folder.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(12):
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+  config = tiny_config(**{"modalities.k_source": 2})
+  config.data.source.kind = "folder"
+  config.data.source.path = str(folder)
+  config.data.source.split = "all"
+  mods = modalities.find_modalities(config, str(tmp_path / "run"))
+  with open(tmp_path / "run" / "modalities" / "summary.json") as f:
+    summary = json.load(f)
+  assert "quality" not in summary
+  assert summary["method"] == "clusters" and summary["source_sizes"] == mods.sizes()[:2].tolist()
 
 
 def test_second_call_loads_instead_of_retraining(clustered):

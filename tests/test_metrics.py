@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 from scipy.spatial import distance
+from sklearn import metrics as sklearn_metrics
 
 from i2i_jax import classifier
 from i2i_jax import metrics
@@ -157,6 +158,56 @@ def test_class_matching_rate_ignores_unlabelled_sources():
   predicted = np.array([0, 1, 2, 3, 4])
   source = np.array([0, 1, 0, -1, -1])
   assert metrics.class_matching_rate(predicted, source) == pytest.approx(2 / 3)
+
+
+def _sklearn_scores(assignments, labels):
+  """scikit-learn's NMI (arithmetic mean: its default) and ARI, and purity by hand."""
+  purity = sum(np.bincount(labels[assignments == c]).max() for c in np.unique(assignments))
+  return {"nmi": sklearn_metrics.normalized_mutual_info_score(labels, assignments),
+          "ari": sklearn_metrics.adjusted_rand_score(labels, assignments),
+          "purity": purity / len(labels)}
+
+
+@pytest.mark.parametrize("n,k,c,noise", [(500, 8, 5, 0.3), (300, 3, 10, 0.0), (40, 40, 2, 1.0),
+                                         (1000, 2, 2, 0.9), (7, 7, 7, 0.5)])
+def test_clustering_scores_match_sklearn(n, k, c, noise):
+  """Clusters that follow the labels up to `noise` (1: independent of them)."""
+  rng = np.random.default_rng(n + k + c)
+  labels = rng.integers(0, c, n)
+  assignments = np.where(rng.random(n) < noise, rng.integers(0, k, n), labels % k)
+  scores = metrics.clustering_scores(assignments, labels)
+  expected = _sklearn_scores(assignments, labels)
+  assert scores.keys() == expected.keys()
+  for name in scores:
+    assert scores[name] == pytest.approx(expected[name], rel=1e-9, abs=1e-12), name
+
+
+def test_clustering_scores_edge_cases():
+  labels = np.array([3, 3, 7, 7, 7, 9, 9, 9, 9])
+  renamed = np.array([2, 2, 0, 0, 0, 1, 1, 1, 1])  # the same partition, other names
+  assert metrics.clustering_scores(renamed, labels) == {"nmi": 1.0, "ari": 1.0, "purity": 1.0}
+  assert metrics.clustering_scores(labels, renamed) == {"nmi": 1.0, "ari": 1.0, "purity": 1.0}
+  single = np.zeros_like(labels)  # one cluster: no information, purity = the majority share
+  for assignments, truth in ((single, labels), (labels, single), (single, single),
+                             (np.arange(9), labels), (labels[:1], labels[:1])):
+    scores = metrics.clustering_scores(assignments, truth)
+    expected = _sklearn_scores(np.unique(assignments, return_inverse=True)[1],
+                               np.unique(truth, return_inverse=True)[1])
+    for name in scores:
+      assert scores[name] == pytest.approx(expected[name], abs=1e-12), (assignments, truth, name)
+  assert metrics.clustering_scores(single, labels)["purity"] == pytest.approx(4 / 9)
+  assert metrics.clustering_scores(np.arange(9), labels)["purity"] == 1.0  # singletons
+  with pytest.raises(ValueError, match="8 and 9"):
+    metrics.clustering_scores(labels[:8], labels)
+
+
+def test_clustering_scores_ari_is_exact_on_large_sets():
+  """Pair-count products of 200k items overflow int64; scikit-learn uses Python ints too."""
+  rng = np.random.default_rng(9)
+  labels = rng.integers(0, 3, 200_000)
+  assignments = np.where(rng.random(len(labels)) < 0.5, labels, rng.integers(0, 3, len(labels)))
+  assert metrics.clustering_scores(assignments, labels)["ari"] == pytest.approx(
+      sklearn_metrics.adjusted_rand_score(labels, assignments), rel=1e-12)
 
 
 def test_extract_features_batches_with_one_shape_and_keeps_order():
