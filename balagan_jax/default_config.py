@@ -67,6 +67,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.d_nf = 64
   config.model.d_num_res_blocks = 10
 
+  # How content and reference images are drawn (each stream independently):
+  # "images": every training image equally likely, as the authors' two shuffled loaders
+  #   over A + B; a modality comes as often as it holds images (AFD, 10,000 dogs in 40
+  #   modalities + 1,000 wolves: a wolf in 1 of 11 draws).
+  # "modalities": every modality with probability 1/(k+1), so all (k+1)^2 pairs come
+  #   equally often whatever the cluster sizes (a reading of Section 3.2); AFD: a wolf
+  #   in 1 of 41 draws, while the images of small clusters repeat often.
+  config.pair_sampling = "images"
   config.batch_size = 10  # the paper's (the released config uses 3)
   config.num_steps = 100_000
   config.optim = ml_collections.ConfigDict()

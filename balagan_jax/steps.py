@@ -171,9 +171,10 @@ class BalaGAN:
     return new, (d_metrics, d_grads), (g_metrics, g_grads)
 
   def train_step(self, state: TrainState, batch) -> tuple[TrainState, dict[str, Any]]:
-    """batch["content"|"reference"]: {"image": (B, H, W, C), "label": (B,)} with
-    modalities drawn uniformly and independently, i.e. uniformly over the (k+1)^2
-    pairs (Section 3.2). A non-finite update leaves the state unchanged."""
+    """batch["content"|"reference"]: {"image": (B, H, W, C), "label": (B,)}, drawn
+    independently of each other by `config.pair_sampling` (uniformly over the images,
+    or over the modalities, i.e. the (k+1)^2 pairs; `train.make_streams`). A non-finite
+    update leaves the state unchanged."""
     new, d_out, g_out = self.updates(state, batch)
     metrics = {**d_out[0], **g_out[0]}
     d_finite, g_finite = all_finite(d_out), all_finite(g_out)

@@ -15,22 +15,29 @@ from i2i_jax import classifier, datasets, evaluation, images, input_pipeline, lo
 from i2i_jax import metrics as metrics_lib
 from i2i_jax.checkpoint import Checkpointer, save_config
 from i2i_jax.device_prefetch import DevicePrefetcher
+from i2i_jax.errors import ConfigError
 from i2i_jax.writers import MetricWriter
 
+PAIR_SAMPLINGS = ("images", "modalities")  # see config.pair_sampling
 
-def training_domain(config, num_classes: int) -> ml_collections.ConfigDict:
-  """The source domain's preprocessing, re-sampling modalities uniformly.
+
+def training_domain(config, num_classes: int | None) -> ml_collections.ConfigDict:
+  """The source domain's preprocessing, re-sampling `num_classes` modalities uniformly
+  (None: the records as they are, each image equally likely).
 
   Both domains' records go through it; what defines a domain (its data, colorization)
   lives in its source (`input_pipeline.domain_source`), so sizes and augmentation are
   the source domain's. The paper tasks preprocess both domains alike anyway.
-
-  Drawing content and reference modalities independently and uniformly covers the
-  (k+1)^2 modality pairs evenly (Section 3.2), whatever the cluster sizes.
   """
   domain = ml_collections.ConfigDict(config.data.source.to_dict())
-  domain.class_probs = tuple([1.0 / num_classes] * num_classes)
+  domain.class_probs = tuple([1.0 / num_classes] * num_classes) if num_classes else None
   return domain
+
+
+def check_pair_sampling(config) -> None:
+  if config.pair_sampling not in PAIR_SAMPLINGS:
+    raise ConfigError(f"unknown config.pair_sampling {config.pair_sampling!r}; expected one "
+                      f"of {PAIR_SAMPLINGS}")
 
 
 def modality_union(config, mods: modalities_lib.Modalities):
@@ -46,11 +53,16 @@ def num_training_classes(config, mods) -> int:
 
 
 def make_streams(config, union, num_classes):
-  """Content and reference streams: independent uniform draws over the modalities."""
+  """Content and reference streams over `union`, drawn independently (their own seeds)
+  by `config.pair_sampling`: "images" reads each a shuffled pass over all records, so
+  every image is equally likely (the authors' two loaders); "modalities" draws each of
+  the `num_classes` modalities with probability 1/num_classes, so every modality pair
+  is equally likely."""
+  check_pair_sampling(config)
   if config.batch_size % jax.device_count():
     raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the number "
                      f"of devices ({jax.device_count()})")
-  domain = training_domain(config, num_classes)
+  domain = training_domain(config, num_classes if config.pair_sampling == "modalities" else None)
   batch = config.batch_size // jax.process_count()
   return {name: iter(input_pipeline.make_domain_dataset(domain, batch_size=batch,
                                                         seed=config.seed + offset,
@@ -273,6 +285,7 @@ def train_and_evaluate(config, workdir: str):
   if config.stage not in ("all", "modalities", "translation"):
     raise ValueError(f"unknown config.stage {config.stage!r}; expected 'all', 'modalities' "
                      "or 'translation'")
+  check_pair_sampling(config)  # before stage 1, which can take hours
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   save_config(workdir, config)
   mods = modalities_lib.find_modalities(config, workdir)
