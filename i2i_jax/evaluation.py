@@ -64,13 +64,22 @@ class RealFeatures:
     return metrics.extract_features(self.spaces[space], images_, batch_size=self.batch_size)
 
   def score(self, fake_images: np.ndarray, direction: str) -> dict[str, float]:
-    """fid_/kid_/kid_std_<direction>_<space> for every feature space."""
+    """fid_/kid_<direction>_<space> for every feature space, and kid_std_ where the
+    KID subsets differ."""
     out = {}
     for name, real in self.features.items():
       fake = self.extract(name, fake_images)
       out[f"fid_{direction}_{name}"] = metrics.fid(real, fake)
-      out[f"kid_{direction}_{name}"], out[f"kid_std_{direction}_{name}"] = metrics.kid(
-          real, fake, subset_size=self.kid_subset_size)
+      # A subset holds min(subset size, both counts) samples of each set. When that is
+      # every sample of both, all subsets are the same two sets and their spread is
+      # float round-off: one subset suffices, and kid_std is left out, not reported as 0.
+      size = min(self.kid_subset_size, len(real), len(fake))
+      if size < max(len(real), len(fake)):
+        out[f"kid_{direction}_{name}"], out[f"kid_std_{direction}_{name}"] = metrics.kid(
+            real, fake, subset_size=size)
+      else:
+        out[f"kid_{direction}_{name}"], _ = metrics.kid(real, fake, num_subsets=1,
+                                                        subset_size=size)
     return out
 
   def diversity(self, grouped_images: np.ndarray, direction: str) -> dict[str, float]:

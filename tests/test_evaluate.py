@@ -14,7 +14,7 @@ import jdbw_tiny
 from balagan_jax import evaluate as balagan_evaluate
 from balagan_jax import train as balagan_train
 from balagan_tiny import tiny_config as balagan_tiny_config
-from i2i_jax import errors, evaluation, writers
+from i2i_jax import errors, evaluation, metrics, writers
 from jdbw_jax import default_config as jdbw_default_config
 from jdbw_jax import evaluate as jdbw_evaluate
 from jdbw_jax import train as jdbw_train
@@ -51,12 +51,13 @@ def assert_scores_valid(scores, expected_keys):
       assert value >= 0, (key, value)
 
 
-JDBW_KEYS = {f"{metric}_{direction}_domain" for metric in ("fid", "kid", "kid_std")
+# No kid_std: the fixtures' KID subsets hold every sample (see the KID spread test).
+JDBW_KEYS = {f"{metric}_{direction}_domain" for metric in ("fid", "kid")
              for direction in ("x_to_y", "y_to_x")} | {
                  "class_match_x_to_y", "class_match_y_to_x", "classifier_acc_x",
                  "classifier_acc_y"}
-BALAGAN_KEYS = {"fid_a_to_b_domain", "kid_a_to_b_domain", "kid_std_a_to_b_domain",
-                "diversity_a_to_b_domain", "class_match_a_to_b", "classifier_acc_b"}
+BALAGAN_KEYS = {"fid_a_to_b_domain", "kid_a_to_b_domain", "diversity_a_to_b_domain",
+                "class_match_a_to_b", "classifier_acc_b"}
 
 
 def test_jdbw_training_writes_eval_scalars(jdbw_run):
@@ -137,6 +138,27 @@ def test_real_features_score_equal_sets_as_zero_and_shifted_as_far():
   diversity = real_features.diversity(grouped, "a_to_b")["diversity_a_to_b_mean"]
   only_first = real_features.diversity(grouped[:1], "a_to_b")["diversity_a_to_b_mean"]
   np.testing.assert_allclose(diversity, only_first / 2, rtol=1e-5)  # the copies add 0
+
+
+@pytest.mark.parametrize("subset_size, num_fake", [(1000, 40), (40, 40), (10, 40), (1000, 30)])
+def test_real_features_report_a_kid_spread_only_where_the_subsets_differ(subset_size,
+                                                                         num_fake):
+  rng = np.random.default_rng(1)
+  real = rng.uniform(-1, 1, (40, 4, 4, 3)).astype(np.float32)
+  fake = np.clip(real[:num_fake] + rng.normal(0, 0.3, real[:num_fake].shape), -1, 1)
+  scores = evaluation.RealFeatures(real, {"mean": channel_means}, kid_subset_size=subset_size,
+                                   batch_size=16).score(fake, "a_to_b")
+  # Subsets of every sample of two sets of 40 are the same two sets each time; with 10
+  # of 40, or 30 of the 40 real ones, they differ.
+  if subset_size >= 40 and num_fake == 40:
+    assert "kid_std_a_to_b_mean" not in scores
+    # Scored on one subset: the mean of 100 identical ones.
+    every_subset, _ = metrics.kid(channel_means(real), channel_means(fake),
+                                  subset_size=subset_size)
+    assert scores["kid_a_to_b_mean"] == pytest.approx(every_subset, rel=1e-5, abs=1e-9)
+  else:
+    assert scores["kid_std_a_to_b_mean"] > 0
+  assert math.isfinite(scores["kid_a_to_b_mean"])
 
 
 def test_in_batches_pads_the_last_batch_and_trims_the_outputs():

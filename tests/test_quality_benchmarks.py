@@ -1,7 +1,7 @@
 """The quality benchmarks (benchmarks/quality/) on tiny runs: plumbing, tables, results.
 
-The default tests shrink each benchmark's --quick config to a few steps of tiny
-networks; the slow ones run the scripts as a user would, with --quick.
+The default tests shrink each benchmark's config to a few steps of tiny networks; the
+slow ones run the scripts as a user would, with --quick.
 """
 
 import json
@@ -34,7 +34,7 @@ def tiny_jdbw_config():
 def tiny_balagan_config():
   """The BalaGAN tests' tiny networks (their compilations are cached) on the
   benchmark's data layout, with A cut to 200 digits."""
-  demo = balagan_target_size.build_config(quick=True, seed=0).data
+  demo = balagan_target_size.build_config("quick").data
   return balagan_tiny.tiny_config(**{
       "data.source.split": demo.source.split, "data.source.max_records": 200,
       "data.target.split": demo.target.split,
@@ -45,7 +45,7 @@ def tiny_balagan_config():
 
 
 def test_rebalancing_targets_follow_the_sr_mnist_frequencies():
-  expected = jdbw_batch_weight.rebalancing_targets(jdbw_batch_weight.build_config(True, 0))
+  expected = jdbw_batch_weight.rebalancing_targets(jdbw_batch_weight.build_config("quick"))
   assert expected["skew_class"] == 0
   np.testing.assert_allclose(expected["freq_x"], [0.1] * 10)
   assert expected["freq_y"][0] == pytest.approx(0.5)
@@ -59,46 +59,138 @@ def test_rebalancing_targets_follow_the_sr_mnist_frequencies():
   assert 0.1 < reach["share_x"] < 0.25 < reach["share_y"] < 0.5
 
 
-def test_jdbw_benchmark_reports_rates_and_weight_shares(tmp_path):
+@pytest.mark.parametrize("script", [jdbw_batch_weight, balagan_target_size])
+def test_presets_size_the_runs(script):
+  for preset in common.PRESETS:
+    config = script.build_config(preset)
+    assert config.num_steps == getattr(script, f"{preset.upper()}_STEPS")
+    assert config.checkpoint_every == config.num_steps  # one checkpoint: the scored one
+  assert script.build_config("cpu").batch_size == script.CPU_BATCH
+  assert script.build_config("gpu").batch_size == script.GPU_BATCH
+  with pytest.raises(ValueError, match="unknown preset 'tpu'"):
+    script.build_config("tpu")
+
+
+def test_jdbw_benchmark_reports_rates_and_weight_shares_over_seeds(tmp_path):
   # Algorithm 1 only (its compilations are the JD-BW tests'); the quick run (slow
   # test) covers the scheme "none" too.
   config = tiny_jdbw_config()
-  results = jdbw_batch_weight.run_benchmark(config, str(tmp_path), schemes=("two_sided",))
-  run = results["runs"]["two_sided"]
-  assert 0 <= run["class_match_x_to_y"] <= 1 and 0 <= run["class_match_y_to_x"] <= 1
-  assert math.isfinite(run["fid_x_to_y_domain"]) and math.isfinite(run["fid_y_to_x_domain"])
+  results = jdbw_batch_weight.run_benchmark(config, str(tmp_path), schemes=("two_sided",),
+                                            seeds=(0, 1))
+  assert [(run["scheme"], run["seed"]) for run in results["runs"]] == [("two_sided", 0),
+                                                                         ("two_sided", 1)]
+  assert sorted(os.listdir(tmp_path / "judges")) == sorted(jdbw_batch_weight.JUDGE_FILES)
   max_ratio = results["expected"]["two_sided_max_weight_ratio"]
-  for side in ("x", "y"):
-    assert sum(run[f"share_{side}"]) == pytest.approx(1.0, abs=1e-4)
-    # Pair weights differ at most max_ratio times, so does a class's mean weight
-    # from the batch's.
-    for weight in filter(None, run[f"relative_weight_{side}"]):
-      assert 1 / max_ratio - 1e-4 <= weight <= max_ratio + 1e-4
+  for run in results["runs"]:
+    assert os.path.isdir(tmp_path / f"seed{run['seed']}" / "two_sided")
+    assert 0 <= run["class_match_x_to_y"] <= 1 and 0 <= run["class_match_y_to_x"] <= 1
+    assert math.isfinite(run["fid_x_to_y_domain"]) and math.isfinite(run["fid_y_to_x_domain"])
+    for side in ("x", "y"):
+      for at in ("_start", ""):
+        assert sum(run[f"share_{side}{at}"]) == pytest.approx(1.0, abs=1e-4)
+      # Pair weights differ at most max_ratio times, so does a class's mean weight
+      # from the batch's.
+      assert 1 <= run[f"weight_ratio_{side}"] <= max_ratio + 1e-4
+      for weight in filter(None, run[f"relative_weight_{side}"]):
+        assert 1 / max_ratio - 1e-4 <= weight <= max_ratio + 1e-4
+  aggregate, = results["aggregates"]
+  matches = [run["class_match_x_to_y"] for run in results["runs"]]
+  assert aggregate["class_match_x_to_y"] == {"mean": pytest.approx(np.mean(matches)),
+                                             "std": pytest.approx(np.std(matches, ddof=1)),
+                                             "n": 2}
   table = jdbw_batch_weight.format_results(results)
-  assert "match x->y" in table and "two_sided x" in table and "final per-class" in table
+  for header in ("match x->y", "share0 x start", "w ratio y", "== per seed", "two_sided x"):
+    assert header in table
+  assert " ± " in table
+  with open(results["figure"], "rb") as f:
+    png = f.read()
+  assert png.startswith(b"\x89PNG\r\n\x1a\n") and 10_000 < len(png) < 150_000
   path = common.write_results(str(tmp_path), results)
-  assert json.load(open(path))["runs"]["two_sided"]["share_y"] == run["share_y"]
+  assert json.load(open(path))["runs"][1]["share_y"] == results["runs"][1]["share_y"]
 
 
-@pytest.mark.slow  # ~40 s of compiles (two translation steps); keeps CI within budget
-def test_balagan_benchmark_reports_fid_per_variant(tmp_path):
+def test_figure3_plots_every_scheme_and_domain_from_share_series(tmp_path):
+  rng = np.random.default_rng(0)
+  steps = np.arange(10, 510, 10)
+  rising = np.linspace(0.1, 0.2, len(steps))
+
+  def logged(zeros, seed):
+    """(steps, shares) of one seed: the zeros' share, the rest spread over 1-9; seed 1
+    logged one step more, which the mean over the seeds leaves out."""
+    others = np.repeat(((1 - zeros) / 9)[:, None], 9, 1) + rng.normal(0, 1e-3, (len(steps), 9))
+    shares = np.concatenate([zeros[:, None], others], 1)
+    return (np.append(steps, 510), np.vstack([shares, shares[-1:]])) if seed else (steps, shares)
+
+  series = {scheme: {"x": [logged(rising + 0.02 * seed, seed) for seed in (0, 1)],
+                     "y": [logged(0.7 - rising, seed) for seed in (0, 1)]}
+            for scheme in ("two_sided", "none")}
+  figure = jdbw_batch_weight.plot_figure3(series, skew_class=0, rebalanced_share=0.25)
+  assert [ax.get_title() for ax in figure.axes[:4]] == [
+      "two_sided: domain X (source)", "none: domain X (source)",
+      "two_sided: domain Y (target)", "none: domain Y (target)"]
+  assert [text.get_text() for text in figure.legends[0].get_texts()] == [
+      "0", "1", "2", "3", "4", "5-9", "0 re-balanced"]
+  zeros = figure.axes[0].get_lines()[0]
+  # The mean of the seeds, moving-averaged over 5 of the 50 steps both logged.
+  np.testing.assert_allclose(zeros.get_xdata(), steps[4:])
+  np.testing.assert_allclose(zeros.get_ydata(),
+                             np.convolve(rising + 0.01, np.ones(5) / 5, "valid"), atol=1e-3)
+  path = str(tmp_path / "figure3.png")
+  jdbw_batch_weight.save_figure(figure, path)
+  assert 10_000 < os.path.getsize(path) < 150_000
+
+
+def test_mean_std_over_seeds_and_its_table_cell():
+  runs = [{"scheme": "a", "seed": 0, "fid": 1.0}, {"scheme": "b", "seed": 0, "fid": 5.0},
+          {"scheme": "a", "seed": 1, "fid": 3.0}]
+  a, b = common.aggregate(runs, ("scheme",), ("fid",))
+  assert a == {"scheme": "a", "fid": {"mean": 2.0, "std": pytest.approx(math.sqrt(2)), "n": 2}}
+  assert b == {"scheme": "b", "fid": {"mean": 5.0, "std": None, "n": 1}}
+  table = common.format_table(["scheme", "FID"], [[a["scheme"], a["fid"]], [b["scheme"], b["fid"]]])
+  assert table.splitlines()[2:] == ["     a  2.000 ± 1.414", "     b          5.000"]
+
+
+@pytest.mark.slow  # ~40 s of compiles (two translation steps), then a second seed
+def test_balagan_benchmark_reports_fid_per_variant_and_seed(tmp_path):
   # One size only: the quick run (slow test) covers several.
   results = balagan_target_size.run_benchmark(tiny_balagan_config(), str(tmp_path),
-                                              sizes=(40,))
-  assert [row["target_size"] for row in results["rows"]] == [40]
+                                              sizes=(40,), seeds=(0, 1))
+  assert [(run["seed"], run["target_size"], run["variant"]) for run in results["runs"]] == [
+      (0, 40, "balagan"), (0, 40, "k1"), (1, 40, "balagan"), (1, 40, "k1")]
   # The rule: the smallest k with |B| >= |A| / k, |A| = 200.
-  assert [row["balagan"]["k"] for row in results["rows"]] == [5]
-  assert [row["k1"]["k"] for row in results["rows"]] == [1]
-  for row in results["rows"]:
-    for variant in balagan_target_size.VARIANTS:
-      assert math.isfinite(row[variant]["fid_a_to_b_domain"])
+  assert [(a["variant"], a["k"]) for a in results["aggregates"]] == [("balagan", 5), ("k1", 1)]
+  for run in results["runs"]:
+    assert os.path.isdir(tmp_path / f"seed{run['seed']}" / f"B40_{run['variant']}")
+    assert math.isfinite(run["fid_a_to_b_domain"])
+    assert run["rise_fid_a_to_b_domain"] == 0  # the largest |B| is the reference
+  assert [a["fid_a_to_b_domain"]["n"] for a in results["aggregates"]] == [2, 2]
   anchors = results["anchors"]
   # The shared features tell painted digits from grey ones.
   assert (anchors["real_target_images"]["fid_a_to_b_domain"]
           < anchors["untranslated_sources"]["fid_a_to_b_domain"])
   table = balagan_target_size.format_results(results)
-  assert "FID BalaGAN" in table and "FID k=1" in table
+  assert "FID BalaGAN" in table and "FID k=1" in table and "-- per seed" in table
   json.dumps(results)  # results.json must be writable as is
+
+
+def test_balagan_rises_are_taken_per_seed_and_tabled_as_mean_and_std():
+  fids = {(0, 1000): 10.0, (0, 125): 14.0, (1, 1000): 20.0, (1, 125): 22.0}
+  runs = [{"seed": seed, "target_size": size, "variant": variant, "k": k,
+           "fid_a_to_b_domain": fid + (variant == "k1"), "wall_s": 1.0}
+          for (seed, size), fid in fids.items()
+          for variant, k in (("balagan", 3 if size == 1000 else 18), ("k1", 1))]
+  balagan_target_size.add_rises(runs, ["domain"])
+  rises = [r["rise_fid_a_to_b_domain"] for r in runs if r["variant"] == "balagan"]
+  assert rises == [0, 4, 0, 2]  # per seed: 14 - 10 and 22 - 20
+  keys = ("fid_a_to_b_domain", "rise_fid_a_to_b_domain")
+  results = {"seeds": [0, 1], "num_source": 2250, "num_steps": 3, "batch_size": 8,
+             "encoder_steps": 2, "num_fid_samples": 875, "features": ["domain"], "runs": runs,
+             "anchors": {"untranslated_sources": {keys[0]: 50.0},
+                         "real_target_images": {keys[0]: 1.0}},
+             "aggregates": common.aggregate(runs, ("target_size", "variant", "k"), keys)}
+  table = balagan_target_size.format_results(results)
+  # |B| 125: FIDs 14 and 22 (mean 18, std 5.657), rises 4 and 2 (3, 1.414).
+  assert "125        18  18.000 ± 5.657  19.000 ± 5.657  3.000 ± 1.414  3.000 ± 1.414" in table
 
 
 def test_balagan_benchmark_keeps_its_held_out_digits_unseen(tmp_path):

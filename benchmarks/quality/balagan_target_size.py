@@ -16,13 +16,18 @@ B) with held-out painted digits; no run trains on either held-out set, so every
 row shares one reference set. The features are one 20-class digit x style
 classifier (A's digits grey, and painted as B is) trained once per benchmark, so
 all FIDs of a table share one feature space; with --inception_weights Inception
-FIDs are added. Absolute values are not comparable with the paper's.
+FIDs are added. Absolute values are not comparable with the paper's. Every run is
+repeated per seed; the table gives the FIDs and their rise from the largest |B|
+(taken per seed) as mean ± std over the seeds, which share the feature classifier
+and the held-out images.
 
-  python benchmarks/quality/balagan_target_size.py            # GPU-sized (see GPU_*)
-  python benchmarks/quality/balagan_target_size.py --quick    # CPU: a few minutes
+  python benchmarks/quality/balagan_target_size.py                # the backend's preset
+  python benchmarks/quality/balagan_target_size.py --preset=cpu   # two CPU cores, <= 1 h
+  python benchmarks/quality/balagan_target_size.py --preset=gpu   # one GPU (see GPU_*)
+  python benchmarks/quality/balagan_target_size.py --quick        # plumbing, a few minutes
 
-Writes WORKDIR/B<size>_<variant>/ (a training workdir each), WORKDIR/features/ and
-WORKDIR/results.json.
+Writes WORKDIR/seed<s>/B<size>_<variant>/ (a training workdir each), WORKDIR/features/
+and WORKDIR/results.json.
 """
 
 import copy
@@ -48,12 +53,25 @@ MAX_TARGET_SIZE = 1000
 HELD_OUT_SOURCE_SPLIT = "all[3250:4125]"  # 875 grey digits to translate
 HELD_OUT_TARGET_SPLIT = "all[4125:]"  # 875 painted digits: FID's real set
 FEATURES_FILE = "digit_style_classifier.msgpack"
+SHARED_SEED = 0  # the feature classifier and the held-out images: one for every seed
 
-# GPU default: 8 runs (4 sizes x 2 variants). XLA counts 51 GFLOP per translation step
+# CPU preset: the demo's own networks and sizes, meant to run the whole table (4 sizes
+# x 2 variants x 3 seeds) on two CPU cores within an hour.
+CPU_ENCODER_STEPS = 150
+CPU_ENCODER_BATCH = 64
+CPU_STEPS = 300
+CPU_BATCH = 8
+CPU_FEATURE_STEPS = 200
+# Quick preset: the demo's networks, shorter, two sizes; checks the plumbing.
+QUICK_ENCODER_STEPS = 40
+QUICK_STEPS = 100
+QUICK_FEATURE_STEPS = 150
+
+# GPU preset: 8 runs (4 sizes x 2 variants) per seed. XLA counts 51 GFLOP per translation step
 # at batch 32 and 25 GFLOP per encoder step at batch 256, so the steps are latency-
 # rather than FLOP-bound on an H100: at an assumed ~10 ms per translation step a run
 # trains in ~30 s; with ~30-60 s compilation per modality count (5 distinct) the
-# benchmark should finish in about 8-10 min. An estimate, not a measurement.
+# benchmark should finish in about 8-10 min per seed. An estimate, not a measurement.
 GPU_ENCODER_STEPS = 1000
 GPU_ENCODER_BATCH = 256
 GPU_STEPS = 2500
@@ -64,26 +82,34 @@ GPU_DATA_WORKERS = 2
 
 def define_flags():
   flags.DEFINE_list("sizes", None, f"Target sizes |B| (at most {MAX_TARGET_SIZE}); default "
-                    f"{SIZES}, with --quick {QUICK_SIZES}.")
+                    f"{SIZES}, with --preset=quick {QUICK_SIZES}.")
   flags.DEFINE_string("inception_weights", "", "pytorch-fid Inception weights: adds "
                       "Inception FIDs next to the digit-feature ones.")
 
 
-def build_config(quick: bool, seed: int):
-  """The embedded BalaGAN demo, sized; the target size and variant are set per run."""
+def build_config(preset: str):
+  """The embedded BalaGAN demo, sized by `preset`; run_benchmark sets the seed, the
+  target size and the variant per run."""
   config = common.load_config("configs/balagan_digits_demo.py")
-  config.seed = seed
-  if quick:  # The demo's CPU networks, shorter: checks the plumbing.
-    config.encoder.num_steps = 40
-    config.num_steps = 100
-    config.eval.classifier_steps = 150  # the FID feature classifier
-  else:
+  if preset == "cpu":
+    config.encoder.num_steps = CPU_ENCODER_STEPS
+    config.encoder.batch_size = CPU_ENCODER_BATCH
+    config.num_steps = CPU_STEPS
+    config.batch_size = CPU_BATCH
+    config.eval.classifier_steps = CPU_FEATURE_STEPS  # the FID feature classifier
+  elif preset == "quick":
+    config.encoder.num_steps = QUICK_ENCODER_STEPS
+    config.num_steps = QUICK_STEPS
+    config.eval.classifier_steps = QUICK_FEATURE_STEPS
+  elif preset == "gpu":
     config.encoder.num_steps = GPU_ENCODER_STEPS
     config.encoder.batch_size = GPU_ENCODER_BATCH
     config.num_steps = GPU_STEPS
     config.batch_size = GPU_BATCH
     config.eval.classifier_steps = GPU_FEATURE_STEPS
     config.data.source.num_workers = GPU_DATA_WORKERS
+  else:
+    raise ValueError(f"unknown preset {preset!r}; expected one of {common.PRESETS}")
   config.eval_every = 0  # scored here against the shared held-out set
   config.log_every = max(config.num_steps // 50, 1)
   config.sample_every = config.num_steps
@@ -174,72 +200,109 @@ def translations(run_dir: str, sources: np.ndarray, seed: int) -> np.ndarray:
   return out
 
 
-def run_variant(base, target_size: int, variant: str, workdir: str, sources: np.ndarray,
+def run_variant(config, target_size: int, variant: str, workdir: str, sources: np.ndarray,
                 real: evaluation.RealFeatures) -> dict:
+  """Trains (or resumes) one run in workdir/B<size>_<variant> and scores it: a row of
+  results.json's runs."""
   run_dir = os.path.join(workdir, f"B{target_size}_{variant}")
-  config = run_config(base, target_size, variant, run_dir)
+  config = run_config(config, target_size, variant, run_dir)
   start = time.perf_counter()
   train.train_and_evaluate(config, run_dir)
   train_s = time.perf_counter() - start
   mods = modalities.Modalities.load(os.path.join(run_dir, "modalities",
                                                  modalities.ASSIGNMENT_FILE))
-  scores = real.score(translations(run_dir, sources, base.seed), "a_to_b")
-  return {"k": mods.k_source, "source_sizes": mods.summary()["source_sizes"], **scores,
+  scores = real.score(translations(run_dir, sources, config.seed), "a_to_b")
+  return {"seed": config.seed, "target_size": target_size, "variant": variant,
+          "k": mods.k_source, "source_sizes": mods.summary()["source_sizes"], **scores,
           "train_s": train_s, "wall_s": time.perf_counter() - start}
 
 
-def run_benchmark(base, workdir: str, sizes=SIZES, inception_weights: str = "") -> dict:
-  """Every (size, variant) run on `base`; the results as results.json holds them."""
+def fid_key(space: str) -> str:
+  return f"fid_a_to_b_{space}"
+
+
+def add_rises(runs: list[dict], spaces) -> None:
+  """rise_<fid key>: each run's FID minus that of its seed's and variant's largest |B|,
+  in place; taken per seed, so the spread over seeds is the rise's own."""
+  largest_size = max(run["target_size"] for run in runs)
+  largest = {(r["seed"], r["variant"]): r for r in runs if r["target_size"] == largest_size}
+  for run in runs:
+    for space in spaces:
+      key = fid_key(space)
+      run[f"rise_{key}"] = run[key] - largest[run["seed"], run["variant"]][key]
+
+
+def run_benchmark(base, workdir: str, sizes=SIZES, seeds=(0,),
+                  inception_weights: str = "") -> dict:
+  """Every (size, variant) run on `base` once per seed; the results as results.json
+  holds them."""
   check_layout(base, sizes)
   start = time.perf_counter()
   sizes = sorted(sizes, reverse=True)
-  spaces = evaluation.feature_spaces(feature_extractor(base, os.path.join(workdir, "features")),
-                                     inception_weights)
-  sources = all_images(source_like_domain(base, HELD_OUT_SOURCE_SPLIT, painted=False),
-                       base.seed)
+  shared = copy.deepcopy(base)
+  shared.seed = SHARED_SEED
+  spaces = evaluation.feature_spaces(
+      feature_extractor(shared, os.path.join(workdir, "features")), inception_weights)
+  sources = all_images(source_like_domain(shared, HELD_OUT_SOURCE_SPLIT, painted=False),
+                       SHARED_SEED)
   real = evaluation.RealFeatures(
-      all_images(source_like_domain(base, HELD_OUT_TARGET_SPLIT, painted=True), base.seed),
+      all_images(source_like_domain(shared, HELD_OUT_TARGET_SPLIT, painted=True), SHARED_SEED),
       spaces, kid_subset_size=base.eval.kid_subset_size, batch_size=base.eval.batch_size)
   # Scale anchors: untranslated sources, and real painted digits from B's range.
   real_b = copy.deepcopy(base.data.target)
   real_b.max_records = MAX_TARGET_SIZE
   anchors = {"untranslated_sources": real.score(sources, "a_to_b"),
              "real_target_images": real.score(
-                 input_pipeline.fixed_batch(real_b, len(sources), seed=base.seed)["image"],
+                 input_pipeline.fixed_batch(real_b, len(sources), seed=SHARED_SEED)["image"],
                  "a_to_b")}
-  rows = []
-  for size in sizes:
-    row = {"target_size": size}
-    for variant in VARIANTS:
-      row[variant] = run_variant(base, size, variant, workdir, sources, real)
-    rows.append(row)
-  return {"benchmark": "balagan_target_size", "workdir": workdir, "seed": base.seed,
+  runs = []
+  for seed in seeds:
+    config = copy.deepcopy(base)
+    config.seed = seed
+    runs += [run_variant(config, size, variant, common.seed_dir(workdir, seed), sources, real)
+             for size in sizes for variant in VARIANTS]
+  add_rises(runs, spaces)
+  aggregated = [key for space in sorted(spaces)
+                for key in (fid_key(space), f"rise_{fid_key(space)}")]
+  return {"benchmark": "balagan_target_size", "workdir": workdir, "seeds": list(seeds),
           "num_source": len(input_pipeline.domain_source(base.data.source)),
           "num_fid_samples": len(sources), "batch_size": base.batch_size,
           "num_steps": base.num_steps, "encoder_steps": base.encoder.num_steps,
-          "features": sorted(spaces), "anchors": anchors, "rows": rows,
+          "features": sorted(spaces), "anchors": anchors, "runs": runs,
+          "aggregates": common.aggregate(runs, ("target_size", "variant", "k"), aggregated),
           "wall_s": time.perf_counter() - start}
 
 
 def format_results(results: dict) -> str:
-  rows, first = results["rows"], results["rows"][0]
+  seeds = results["seeds"]
   title = (f"BalaGAN, embedded digits A ({results['num_source']}) -> painted digits B, "
            f"{results['num_steps']} translation steps at batch {results['batch_size']}, "
            f"{results['encoder_steps']} encoder steps; FID of {results['num_fid_samples']} "
-           "held-out translations vs held-out painted digits")
+           "held-out translations vs held-out painted digits; mean ± std over "
+           f"{len(seeds)} seed(s) {','.join(map(str, seeds))}")
+  aggregates = {(a["target_size"], a["variant"]): a for a in results["aggregates"]}
+  runs = {(r["seed"], r["target_size"], r["variant"]): r for r in results["runs"]}
+  sizes = sorted({size for size, _ in aggregates}, reverse=True)
   lines = [f"== {title}"]
   for space in results["features"]:
-    key = f"fid_a_to_b_{space}"
-    headers = ["|B|", "k (rule)", "FID BalaGAN", "FID k=1", "rise BalaGAN", "rise k=1",
-               "wall s"]
-    table = [[r["target_size"], r["balagan"]["k"], r["balagan"][key], r["k1"][key],
-              r["balagan"][key] - first["balagan"][key], r["k1"][key] - first["k1"][key],
-              round(r["balagan"]["wall_s"] + r["k1"]["wall_s"])] for r in rows]
+    key = fid_key(space)
+    rise = f"rise_{key}"
+    headers = ["|B|", "k (rule)", "FID BalaGAN", "FID k=1", "rise BalaGAN", "rise k=1"]
+    table = [[size, aggregates[size, "balagan"]["k"], aggregates[size, "balagan"][key],
+              aggregates[size, "k1"][key], aggregates[size, "balagan"][rise],
+              aggregates[size, "k1"][rise]] for size in sizes]
+    seed_headers = ["seed", "|B|", "FID BalaGAN", "FID k=1", "rise BalaGAN", "rise k=1",
+                    "wall s"]
+    seed_table = [[seed, size, runs[seed, size, "balagan"][key], runs[seed, size, "k1"][key],
+                   runs[seed, size, "balagan"][rise], runs[seed, size, "k1"][rise],
+                   round(runs[seed, size, "balagan"]["wall_s"] + runs[seed, size, "k1"]["wall_s"])]
+                  for seed in seeds for size in sizes]
     anchors = results["anchors"]
-    lines += [f"-- features: {space} (rise: FID minus its value at |B| = "
-              f"{first['target_size']})", common.format_table(headers, table),
+    lines += [f"-- features: {space} (rise: FID minus its value at |B| = {sizes[0]}, per "
+              "seed; std: sample std over seeds)", common.format_table(headers, table),
               f"anchors: untranslated sources {anchors['untranslated_sources'][key]:.3f}, "
-              f"real painted digits {anchors['real_target_images'][key]:.3f}"]
+              f"real painted digits {anchors['real_target_images'][key]:.3f}",
+              f"-- per seed, features: {space}", common.format_table(seed_headers, seed_table)]
   lines.append("paper (Table 2): FID rises as |B| shrinks; BalaGAN's rises least")
   return "\n".join(lines)
 
@@ -247,13 +310,13 @@ def format_results(results: dict) -> str:
 def main(argv):
   del argv
   platform.initialize()
-  common.warn_if_cpu_without_quick(FLAGS.quick)
+  preset = common.preset_from_flags()
   sizes = tuple(int(s) for s in FLAGS.sizes) if FLAGS.sizes else (
-      QUICK_SIZES if FLAGS.quick else SIZES)
+      QUICK_SIZES if preset == "quick" else SIZES)
   workdir = common.workdir_from_flags("balagan")
-  results = run_benchmark(build_config(FLAGS.quick, FLAGS.seed), workdir, sizes,
-                          FLAGS.inception_weights)
-  common.report(workdir, results, FLAGS.quick, format_results)
+  results = run_benchmark(build_config(preset), workdir, sizes,
+                          common.seeds_from_flags(preset), FLAGS.inception_weights)
+  common.report(workdir, results, preset, format_results)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,25 @@
-"""What the quality benchmarks share: flags, config files, result tables and JSON."""
+"""What the quality benchmarks share: flags, presets, seeds, config files, result tables
+and JSON, and the mean ± std over seeds."""
 
 import importlib.util
 import json
 import os
 import pathlib
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import ml_collections
-from absl import flags, logging
+import numpy as np
+from absl import app, flags, logging
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 RESULTS_FILE = "results.json"
+# cpu: meant to run a whole table on two CPU cores within an hour, long enough to show
+# the claim; gpu: the full sizes for one GPU; quick: minutes on CPU, plumbing only.
+PRESETS = ("cpu", "gpu", "quick")
+DEFAULT_SEEDS = {"cpu": (0, 1, 2), "gpu": (0, 1, 2), "quick": (0,)}
 
 FLAGS = flags.FLAGS
 
@@ -24,19 +30,39 @@ def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "Where the runs, their TensorBoard events and "
                       f"{RESULTS_FILE} go; default a new temporary folder. Re-using a "
                       "workdir resumes (finished runs are only re-evaluated).")
-  flags.DEFINE_bool("quick", False, "CPU-sized: tiny step counts and sizes, a few minutes on "
-                    "two cores; checks the plumbing, not the claim.")
-  flags.DEFINE_integer("seed", 0, "Seed of every run (config.seed).")
+  flags.DEFINE_enum("preset", None, PRESETS, "Sizes: cpu (the whole table on two CPU cores "
+                    "within an hour), gpu (one GPU), quick (minutes on CPU: checks the "
+                    "plumbing, not the claim). Default: cpu on a CPU backend, else gpu.")
+  flags.DEFINE_bool("quick", False, "Alias of --preset=quick.")
+  flags.DEFINE_list("seeds", None, "Seeds (config.seed) to run each configuration with; "
+                    "the table gives mean ± std over them. Default: 0,1,2 (--preset=quick: 0).")
+
+
+def preset_from_flags() -> str:
+  """--preset, or --quick, or the backend's default; warns when GPU sizes meet a CPU."""
+  if FLAGS.quick and FLAGS.preset not in (None, "quick"):
+    raise app.UsageError(f"--quick contradicts --preset={FLAGS.preset}")
+  on_cpu = jax.default_backend() == "cpu"
+  preset = "quick" if FLAGS.quick else FLAGS.preset or ("cpu" if on_cpu else "gpu")
+  if preset == "gpu" and on_cpu:
+    logging.warning("--preset=gpu is meant for a GPU; on CPU this takes hours.")
+  return preset
+
+
+def seeds_from_flags(preset: str) -> tuple[int, ...]:
+  seeds = tuple(int(s) for s in FLAGS.seeds) if FLAGS.seeds else DEFAULT_SEEDS[preset]
+  if len(set(seeds)) != len(seeds):
+    raise app.UsageError(f"--seeds repeats a seed: {seeds}")
+  return seeds
 
 
 def workdir_from_flags(name: str) -> str:
   return FLAGS.workdir or tempfile.mkdtemp(prefix=f"quality_{name}_")
 
 
-def warn_if_cpu_without_quick(quick: bool) -> None:
-  if not quick and jax.default_backend() == "cpu":
-    logging.warning("The default sizes are meant for a GPU; on CPU this takes hours. "
-                    "Use --quick for a CPU-sized run.")
+def seed_dir(workdir: str, seed: int) -> str:
+  """Where one seed's runs go, so seeds resume independently."""
+  return os.path.join(workdir, f"seed{seed}")
 
 
 def load_config(relative_path: str) -> ml_collections.ConfigDict:
@@ -52,12 +78,36 @@ def load_config(relative_path: str) -> ml_collections.ConfigDict:
   return module.get_config()
 
 
+def mean_std(values: Sequence[float]) -> dict[str, Any]:
+  """{"mean", "std", "n"} of one metric over seeds; std is the sample standard
+  deviation (ddof = 1), None for a single seed, which has no spread to show."""
+  values = np.asarray(values, np.float64)
+  std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+  return {"mean": float(np.mean(values)), "std": std, "n": len(values)}
+
+
+def aggregate(runs: Sequence[Mapping[str, Any]], group_keys: Sequence[str],
+              metrics: Sequence[str]) -> list[dict[str, Any]]:
+  """Per group of runs sharing `group_keys` (in first-seen order; the seeds of one
+  configuration), the group keys and the `mean_std` of each metric."""
+  groups = {}
+  for run in runs:
+    groups.setdefault(tuple(run[k] for k in group_keys), []).append(run)
+  return [{**dict(zip(group_keys, key)),
+           **{metric: mean_std([run[metric] for run in members]) for metric in metrics}}
+          for key, members in groups.items()]
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-  """A plain-text table; floats get 3 decimals, None prints as "-"."""
+  """A plain-text table; floats get 3 decimals, `mean_std` dicts print as
+  "mean ± std" (the mean alone for one seed), None as "-"."""
 
   def cell(value) -> str:
     if value is None:
       return "-"
+    if isinstance(value, Mapping):
+      spread = "" if value["std"] is None else f" ± {value['std']:.3f}"
+      return f"{value['mean']:.3f}{spread}"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
   cells = [list(headers)] + [[cell(v) for v in row] for row in rows]
@@ -67,9 +117,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   return "\n".join(lines)
 
 
-def report(workdir: str, results: dict, quick: bool, format_results) -> None:
+def report(workdir: str, results: dict, preset: str, format_results) -> None:
   """Writes results.json and prints the benchmark's table: each script's last step."""
-  results["quick"] = quick
+  results["preset"] = preset
   path = write_results(workdir, results)
   print(format_results(results))
   print(f"wall time {results['wall_s']:.0f} s; results in {path}")
