@@ -53,7 +53,8 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert("L") and torchvisi
 
 def augment_batch(key: jax.Array, images: jax.Array, names: Sequence[str], *,
                   jitter_strength: float = 1.0,
-                  probabilities: Mapping[str, float] | None = None) -> jax.Array:
+                  probabilities: Mapping[str, float] | None = None,
+                  crop_scale: tuple[float, float] = CROP_SCALE) -> jax.Array:
   """Applies the named augmentations to each image with its own randomness.
 
   Args:
@@ -62,6 +63,7 @@ def augment_batch(key: jax.Array, images: jax.Array, names: Sequence[str], *,
     names: operations from AUGMENTATIONS, e.g. AUGMENTATION_SETS["afd"].
     jitter_strength: SimCLR's colour-distortion strength s (config: 1).
     probabilities: overrides of PROBABILITIES, e.g. {"grayscale": 1.0}.
+    crop_scale: the range of the crop's area fraction (SimCLR's (0.08, 1)).
 
   Returns:
     Augmented images, same shape and dtype, in [-1, 1].
@@ -79,13 +81,15 @@ def augment_batch(key: jax.Array, images: jax.Array, names: Sequence[str], *,
     raise ConfigError(f"expected (B, H, W, 3) images, got {images.shape}")
   if "shuffle" in names and (images.shape[1] % SHUFFLE_GRID or images.shape[2] % SHUFFLE_GRID):
     raise ConfigError(f"shuffle needs sides divisible by {SHUFFLE_GRID}, got {images.shape[1:3]}")
+  if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+    raise ConfigError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
   ops = tuple(name for name in AUGMENTATIONS if name in names)
   return _augment(key, images, ops, jnp.asarray(jitter_strength, jnp.float32),
-                  tuple(sorted(probs.items())))
+                  tuple(sorted(probs.items())), tuple(float(c) for c in crop_scale))
 
 
-@functools.partial(jax.jit, static_argnums=(2, 4))
-def _augment(key, images, ops, strength, probs):
+@functools.partial(jax.jit, static_argnums=(2, 4, 5))
+def _augment(key, images, ops, strength, probs, crop_scale):
   probs = dict(probs)
   keys = jax.random.split(key, images.shape[0])
 
@@ -94,7 +98,7 @@ def _augment(key, images, ops, strength, probs):
     for name in ops:
       op_key = jax.random.fold_in(k, AUGMENTATIONS.index(name))  # independent of the op set
       if name == "crop":
-        img = random_resized_crop(op_key, img)
+        img = random_resized_crop(op_key, img, crop_scale)
       else:
         apply_key, op_key = jax.random.split(op_key)
         fn = functools.partial(_OPS[name], op_key, strength=strength)
@@ -104,17 +108,18 @@ def _augment(key, images, ops, strength, probs):
   return jax.vmap(one)(keys, images)
 
 
-def random_resized_crop(key: jax.Array, img: jax.Array) -> jax.Array:
+def random_resized_crop(key: jax.Array, img: jax.Array,
+                        scale: tuple[float, float] = CROP_SCALE) -> jax.Array:
   """torchvision's RandomResizedCrop to the input size, for one (H, W, C) image.
 
-  Up to 10 boxes with area fraction ~ U(0.08, 1) and log-uniform aspect ratio in
+  Up to 10 boxes with area fraction ~ U(scale) (SimCLR: U(0.08, 1)) and log-uniform aspect ratio in
   [3/4, 4/3] are drawn; the first that fits is used, else a centre crop (the whole
   image for ratios in range). The box is resized with antialiased bilinear (PIL-like).
   """
   h_img, w_img = img.shape[0], img.shape[1]
   k_area, k_ratio, k_i, k_j = jax.random.split(key, 4)
-  area = h_img * w_img * jax.random.uniform(k_area, (CROP_ATTEMPTS,), minval=CROP_SCALE[0],
-                                            maxval=CROP_SCALE[1])
+  area = h_img * w_img * jax.random.uniform(k_area, (CROP_ATTEMPTS,), minval=scale[0],
+                                            maxval=scale[1])
   log_ratio = jax.random.uniform(k_ratio, (CROP_ATTEMPTS,), minval=math.log(CROP_RATIO[0]),
                                  maxval=math.log(CROP_RATIO[1]))
   ratio = jnp.exp(log_ratio)

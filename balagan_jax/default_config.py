@@ -41,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.encoder.stage_sizes = (2, 2, 2, 2)  # ResNet-18
   config.encoder.augmentations = ("crop", "horizontal_flip", "color_jitter", "grayscale", "blur")
   config.encoder.jitter_strength = 1.0
+  config.encoder.crop_scale = (0.08, 1.0)  # "crop"'s area fraction range (SimCLR's)
   config.encoder.log_every = 100
   config.encoder.checkpoint_every = 1000
 

@@ -175,15 +175,17 @@ def _to_rgb(x: jax.Array) -> jax.Array:
 
 @functools.lru_cache(maxsize=8)
 def _train_step_fn(model: ContrastiveEncoder, tx_args: tuple[float, float], temperature: float,
-                   names: tuple[str, ...], jitter_strength: float, mesh):
+                   names: tuple[str, ...], jitter_strength: float,
+                   crop_scale: tuple[float, float], mesh):
   """The jitted step, cached per hyper-parameters so repeated runs reuse its compilation."""
   tx = _optimizer(*tx_args)
 
   def step(state: EncoderState, batch):
     rng, key_i, key_j = jax.random.split(state.rng, 3)
     images = _to_rgb(batch["image"])
-    x_i = augment_lib.augment_batch(key_i, images, names, jitter_strength=jitter_strength)
-    x_j = augment_lib.augment_batch(key_j, images, names, jitter_strength=jitter_strength)
+    augment = functools.partial(augment_lib.augment_batch, names=names,
+                                jitter_strength=jitter_strength, crop_scale=crop_scale)
+    x_i, x_j = augment(key_i, images), augment(key_j, images)
 
     def loss_fn(params):
       # Two forward passes, as the authors' `calc_nt_xent_loss`: each view's BatchNorm
@@ -266,7 +268,7 @@ def make_encoder_step(config: ml_collections.ConfigDict, mesh):
   enc = config.encoder
   return _train_step_fn(make_encoder(config), (float(enc.lr), float(enc.weight_decay)),
                         float(enc.temperature), tuple(enc.augmentations),
-                        float(enc.jitter_strength), mesh)
+                        float(enc.jitter_strength), tuple(enc.crop_scale), mesh)
 
 
 def init_encoder_state(config, image_shape: tuple[int, int, int]) -> EncoderState:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from balagan_jax import augment
+from i2i_jax.errors import ConfigError
 
 KEY = jax.random.key(0, impl="rbg")  # rbg: XLA:CPU compiles threefry slowly
 
@@ -62,6 +63,19 @@ def test_crop_is_a_zoom_into_the_image():
   assert np.all(np.diff(out[:, 16, :, 0], axis=-1) >= -1e-5)
   assert np.all(out[:, :, 0, 0] >= -1.0 - 1e-6) and np.all(out[:, :, -1, 0] <= 1.0 + 1e-6)
   assert np.any(out[:, 16, -1, 0] - out[:, 16, 0, 0] < 1.5)  # some crop is a real zoom-in
+
+
+def test_crop_scale_bounds_the_zoom():
+  # On a horizontal ramp a crop of width w spans 2 w / 32 of the [-1, 1] range; a
+  # crop of area fraction >= 0.8 and ratio <= 4/3 is at least sqrt(0.8 * 3 / 4) wide.
+  ramp = jnp.broadcast_to(jnp.linspace(-1.0, 1.0, 32)[None, None, :, None], (64, 32, 32, 3))
+  span = lambda out: np.asarray(out[:, 16, -1, 0] - out[:, 16, 0, 0])
+  wide = span(augment.augment_batch(KEY, ramp, ["crop"], crop_scale=(0.8, 1.0)))
+  default = span(augment.augment_batch(KEY, ramp, ["crop"]))
+  assert wide.min() > 2 * np.sqrt(0.8 * 3 / 4) * 31 / 32 - 0.1
+  assert default.min() < wide.min()  # SimCLR's 0.08 lower bound zooms further
+  with pytest.raises(ConfigError, match="crop_scale"):
+    augment.augment_batch(KEY, ramp, ["crop"], crop_scale=(0.0, 1.0))
 
 
 def test_forced_flip_mirrors(images):
