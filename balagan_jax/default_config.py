@@ -49,6 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.modalities = ml_collections.ConfigDict()
   config.modalities.k_source = 0  # 0: the paper's rule, smallest k with |B| >= |A| / k
   config.modalities.k_target = 1  # 1: imbalanced setting; > 1: balanced (cluster B too)
+  # Which encoder output is clustered: "representation" (h, the pooled ResNet feature,
+  # as the authors) or "projection" (z, the space NT-Xent shapes).
+  config.modalities.features = "representation"
   config.modalities.kmeans_iters = 50
   config.modalities.kmeans_restarts = 5
   # Ablations: "clusters" (default), "labels" (ground truth labels as modalities, needs

@@ -50,6 +50,8 @@ from i2i_jax.train_utils import NetState, compute_dtype
 from i2i_jax.writers import MetricWriter
 
 ASSIGNMENT_FILE = "assignment.npz"
+# What spherical k-means clusters: the encoder's h ("representation") or z ("projection").
+EMBEDDING_FEATURES = ("representation", "projection")
 SUMMARY_FILE = "summary.json"
 GRID_FILE = "clusters.png"
 _STREAMS = ("encoder_source", "encoder_target")  # checkpoint item names of the streams
@@ -363,7 +365,11 @@ class _Embedder:
     self.chunk = -(-max(int(config.encoder.batch_size), 1) // n_dev) * n_dev
     self.variables = jax.device_put(jax.device_get(encoder_variables),
                                     sharding.replicated_sharding(self.mesh))
-    self.apply = _embed_fn(make_encoder(config))
+    features = config.modalities.features
+    if features not in EMBEDDING_FEATURES:
+      raise ConfigError(f"unknown config.modalities.features {features!r}; expected one of "
+                        f"{EMBEDDING_FEATURES}")
+    self.apply = _embed_fn(make_encoder(config), features)
     self._batch_sharding = NamedSharding(self.mesh, PartitionSpec(sharding.DATA_AXIS))
 
   def __call__(self, images) -> np.ndarray:
@@ -384,24 +390,23 @@ class _Embedder:
 
 
 @functools.lru_cache(maxsize=8)
-def _embed_fn(model: ContrastiveEncoder):
+def _embed_fn(model: ContrastiveEncoder, features: str):
   @jax.jit
   def apply(variables, x):
-    # What the authors cluster: h, the pooled ResNet feature (extract_modalities.py takes
-    # the first output of ModalitiesEncoder.forward), not the projection z.
-    h, _ = model.apply(variables, _to_rgb(x), train=False)
-    return clustering.l2_normalize(h.astype(jnp.float32))
+    h, z = model.apply(variables, _to_rgb(x), train=False)
+    return clustering.l2_normalize((h if features == "representation" else z).astype(jnp.float32))
 
   return apply
 
 
 def embed(encoder_variables, config: ml_collections.ConfigDict, images) -> np.ndarray:
-  """L2-normalised representations h (N, d) of images (N, H, W, C) in [-1, 1].
+  """L2-normalised embeddings (N, d) of images (N, H, W, C) in [-1, 1].
 
-  BalaGAN clusters h, the globally pooled ResNet-18 feature, not the projection z
-  (the authors' `extract_modalities.py` keeps the first output of the encoder). The
-  encoder runs in eval mode (BatchNorm running averages), batched by
-  `config.encoder.batch_size`.
+  By `config.modalities.features`: "representation" is h, the globally pooled
+  ResNet-18 feature, which BalaGAN clusters (the authors' `extract_modalities.py`
+  keeps the first output of the encoder); "projection" is z, on whose cosine
+  similarities NT-Xent trains. The encoder runs in eval mode (BatchNorm running
+  averages), batched by `config.encoder.batch_size`.
   """
   return _Embedder(encoder_variables, config)(images)
 

@@ -53,11 +53,22 @@ def sigmoid_weights(logits: jax.Array) -> jax.Array:
   return w.mean(axis=-1) if w.ndim == 2 else w
 
 
-def two_sided_weights(logits_x, logits_y, ratio):
-  """Algorithm 1: pair weights (1 + w)/2 and (1 + v)/2 with clipped sigmoid w, v."""
+def two_sided_weights(logits_x, logits_y, ratio, normalize: bool = False):
+  """Algorithm 1: pair weights (1 + w)/2 and (1 + v)/2 with clipped sigmoid w, v.
+
+  As written, Algorithm 1 leaves each side's total weight free, so W can lower the
+  squared critic gap by scaling a whole side (all x weights to 1/2, all y weights to
+  1) instead of re-weighting samples, and that total shifts with D's arbitrary offset.
+  `normalize` divides each side by its (global) batch mean: the re-weighted samples
+  then stay probability measures, as Eqs. 10-12 assume (E_P[w] = 1), and Algorithm 2's
+  softmax enforces for the one-sided weights; only relative weights remain.
+  """
   wx = sigmoid_weights(clip_sigmoid_logits(logits_x, ratio))
   wy = sigmoid_weights(clip_sigmoid_logits(logits_y, ratio))
-  return 0.5 * (1.0 + wx), 0.5 * (1.0 + wy)
+  ax, ay = 0.5 * (1.0 + wx), 0.5 * (1.0 + wy)
+  if normalize:
+    ax, ay = ax / jnp.mean(ax), ay / jnp.mean(ay)
+  return ax, ay
 
 
 def one_sided_weights(logits_x, logits_y, ratio):
@@ -74,10 +85,11 @@ def one_sided_weights(logits_x, logits_y, ratio):
   return wx, jnp.ones_like(wx)
 
 
-def pair_weights(scheme: str, logits_x, logits_y, ratio):
-  """Weights for the x pairs (x, Gxy x) and the y pairs (Gyx y, y), both mean ~1."""
+def pair_weights(scheme: str, logits_x, logits_y, ratio, normalize: bool = False):
+  """Weights for the x pairs (x, Gxy x) and the y pairs (Gyx y, y), both mean ~1
+  (exactly 1 for one_sided's x side, and for two_sided with `normalize`)."""
   if scheme == "two_sided":
-    return two_sided_weights(logits_x, logits_y, ratio)
+    return two_sided_weights(logits_x, logits_y, ratio, normalize)
   if scheme == "one_sided":
     return one_sided_weights(logits_x, logits_y, ratio)
   if scheme == "none":

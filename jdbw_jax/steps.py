@@ -102,7 +102,8 @@ class JDBW:
       ones = jnp.ones((x.shape[0],), jnp.float32)
       return ones, ones
     logits_x, logits_y = self.wnets.apply({"params": w_params}, x, gx, gy, y)
-    return batch_weight.pair_weights(self.scheme, logits_x, logits_y, ratio)
+    return batch_weight.pair_weights(self.scheme, logits_x, logits_y, ratio,
+                                     self.config.batch_weight.normalize)
 
   def gradient_penalty(self, d_params, d_stats, a, b):
     """E[(||grad_(a,b) D(a, b)|| - target)^2] at the training pairs themselves.

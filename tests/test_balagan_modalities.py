@@ -1,5 +1,6 @@
 """BalaGAN stage 1 on the embedded digits: encoder training, embeddings, modalities."""
 
+import copy
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ from PIL import Image
 
 from balagan_jax import clustering, modalities
 from i2i_jax import datasets, input_pipeline, metrics, writers
+from i2i_jax.errors import ConfigError
 
 from balagan_tiny import NUM_SOURCE, NUM_TARGET, tiny_config
 
@@ -166,6 +168,15 @@ def test_embeddings_are_unit_norm_and_per_image(clustered):
   # Grey images are repeated to RGB.
   grey = modalities.embed(variables, config, batch[:3, ..., :1])
   np.testing.assert_allclose(grey, emb[:3], atol=1e-5)
+  # config.modalities.features="projection" clusters z instead of h.
+  config = copy.deepcopy(config)
+  config.modalities.features = "projection"
+  z = modalities.embed(variables, config, batch[:3])
+  assert z.shape == (3, config.encoder.projection_dim)
+  np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)
+  config.modalities.features = "pixels"
+  with pytest.raises(ConfigError, match="modalities.features 'pixels'"):
+    modalities.embed(variables, config, batch[:3])
 
 
 def test_domain_is_read_in_record_order_without_random_geometry():

@@ -30,6 +30,21 @@ def test_two_sided_weights_match_algorithm_1():
   assert float(jnp.min(jnp.concatenate([ax, ay]))) >= 0.5
 
 
+def test_normalized_two_sided_weights_keep_only_relative_weights():
+  lx, ly = jnp.array([0.3, -2.0, 1.0]), jnp.array([1.5, 0.0, -0.5])
+  raw = batch_weight.two_sided_weights(lx, ly, jnp.inf)
+  ax, ay = batch_weight.pair_weights("two_sided", lx, ly, jnp.inf, normalize=True)
+  for plain, normed in zip(raw, (ax, ay)):
+    np.testing.assert_allclose(normed, plain / plain.mean(), rtol=1e-6)
+    np.testing.assert_allclose(float(normed.mean()), 1.0, rtol=1e-6)
+  # Shifting every logit of a side changes its raw total but, normalised, little else:
+  # W can no longer lower the critic gap by scaling a whole side.
+  shifted, _ = batch_weight.two_sided_weights(lx - 50.0, ly, jnp.inf, normalize=True)
+  np.testing.assert_allclose(shifted, np.ones(3), rtol=1e-6)
+  raw_shifted, _ = batch_weight.two_sided_weights(lx - 50.0, ly, jnp.inf)
+  np.testing.assert_allclose(raw_shifted, np.full(3, 0.5), rtol=1e-6)
+
+
 def test_composite_weights_average_two_sigmoids():
   # Appendix B.1: wx = (s(Wx(x)) + s(-Wy(Gxy x))) / 2; signs are folded into the logits.
   lx = jnp.array([[1.0, -3.0], [0.0, 2.0]])
