@@ -8,7 +8,7 @@ matching 1, R1 weight 10, generator EMA 0.999, nf 64, 10 discriminator blocks.
 
 import ml_collections
 
-from i2i_jax.input_pipeline import default_domain_config
+from i2i_jax.data.domains import default_domain_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -15,8 +15,9 @@ import os
 
 from balagan_jax import default_config, train, translate
 from balagan_jax import modalities as modalities_lib
-from i2i_jax import cli, evaluation
 from i2i_jax.errors import ConfigError
+from i2i_jax.evaluation import evaluators
+from i2i_jax.training import cli
 
 
 def evaluate_run(workdir: str, *, step: int | None = None, inception_weights: str | None = None,
@@ -37,7 +38,7 @@ def evaluate_run(workdir: str, *, step: int | None = None, inception_weights: st
     "metrics" (name -> float), "output_dir"}.
   """
   model, state = translate.load_model(workdir, step or 0)
-  config = evaluation.fill_missing(model.config, default_config.get_config())
+  config = evaluators.fill_missing(model.config, default_config.get_config())
   step = int(state.step)
   weights = config.eval.inception_weights if inception_weights is None else inception_weights
   num_eval = num_eval or config.num_eval
@@ -54,12 +55,12 @@ def evaluate_run(workdir: str, *, step: int | None = None, inception_weights: st
   sources, references = train.sample_inputs(config, config.num_samples)
   grids = {"translation": train.translation_grid(sample, state, sources, references),
            "reference_grid": translate.reference_grid(model, state, sources, references)}
-  return evaluation.record_run("balagan", workdir, step, output_dir, num_eval=num_eval,
+  return evaluators.record_run("balagan", workdir, step, output_dir, num_eval=num_eval,
                                features=evaluator.describe(), metrics=scores, grids=grids)
 
 
-main = evaluation.cli_main(evaluate_run)
+main = evaluators.cli_main(evaluate_run)
 
 if __name__ == "__main__":
-  evaluation.define_flags()
+  evaluators.define_flags()
   cli.run(main)

@@ -8,7 +8,7 @@ Re-using a workdir resumes: a finished stage is loaded, an unfinished one contin
 """
 
 from balagan_jax import train
-from i2i_jax import cli
+from i2i_jax.training import cli
 
 if __name__ == "__main__":
   cli.run_training(train.train_and_evaluate)

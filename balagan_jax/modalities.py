@@ -6,7 +6,7 @@ embedded and clustered with spherical k-means into k modalities A_1..A_k, and th
 target domain B becomes class k (imbalanced setting, `k_target` 1) or is clustered
 into `k_target` classes of its own (balanced setting, Appendix A.1). The stage-2
 trainer reads the result as a `Modalities`: one label per record of each domain, in
-the order of `datasets.build_source(config.data.{source,target})`.
+the order of `domains.build_source(config.data.{source,target})`.
 
 Everything lives under the run's workdir:
   encoder/checkpoints/   encoder training state + data positions (resumable)
@@ -42,12 +42,15 @@ from balagan_jax import augment as augment_lib
 from balagan_jax import clustering
 from balagan_jax.losses import nt_xent_loss
 from balagan_jax.models import ContrastiveEncoder
-from i2i_jax import datasets, images as images_lib, input_pipeline, loop, metrics, sharding
-from i2i_jax.checkpoint import Checkpointer
-from i2i_jax.device_prefetch import DevicePrefetcher
+from i2i_jax import images as images_lib
+from i2i_jax.data import domains, pipeline, sources
+from i2i_jax.data.prefetch import DevicePrefetcher
 from i2i_jax.errors import ConfigError
-from i2i_jax.train_utils import NetState, compute_dtype
-from i2i_jax.writers import MetricWriter
+from i2i_jax.evaluation import metrics
+from i2i_jax.training import loop, sharding
+from i2i_jax.training.checkpoint import Checkpointer
+from i2i_jax.training.state import NetState, compute_dtype
+from i2i_jax.training.writers import MetricWriter
 
 ASSIGNMENT_FILE = "assignment.npz"
 # What spherical k-means clusters: the encoder's h ("representation") or z ("projection").
@@ -67,7 +70,7 @@ class Modalities:
   """Modality labels of every training record: source in [0, k_source), target after.
 
   `source_labels[i]` is the modality of record i of the source domain's source
-  (`datasets.build_source(config.data.source)`), `target_labels[j]` that of target
+  (`domains.build_source(config.data.source)`), `target_labels[j]` that of target
   record j, in [k_source, k_source + k_target). The discriminator has `num_classes`
   outputs.
   """
@@ -222,8 +225,8 @@ def _check_same_shape(config) -> None:
   if src.image_size != tgt.image_size or src.channels not in (1, 3) or tgt.channels not in (1, 3):
     raise ConfigError(
         "the modality encoder trains on both domains in one batch, so they need the same "
-        f"image_size and 1 or 3 channels; source ({input_pipeline.describe_domain(src)}): "
-        f"{src.image_size}px x {src.channels}, target ({input_pipeline.describe_domain(tgt)}): "
+        f"image_size and 1 or 3 channels; source ({domains.describe_domain(src)}): "
+        f"{src.image_size}px x {src.channels}, target ({domains.describe_domain(tgt)}): "
         f"{tgt.image_size}px x {tgt.channels}")
 
 
@@ -247,7 +250,7 @@ def _encoder_streams(config, num_source: int, num_target: int) -> dict[str, Any]
                      f"devices ({jax.device_count()})")
   shares = _split_batch(batch // jax.process_count(), num_source, num_target)
   domains = (config.data.source, config.data.target)
-  return {name: iter(input_pipeline.make_domain_dataset(
+  return {name: iter(pipeline.make_domain_dataset(
               _without_resampling(domain), batch_size=share, seed=config.seed + 100 + i))
           for i, (name, domain, share) in enumerate(zip(_STREAMS, domains, shares))}
 
@@ -304,8 +307,8 @@ def train_encoder(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
     {"params", "batch_stats"} of `make_encoder(config)`, as host numpy arrays.
   """
   _check_same_shape(config)
-  num_source = len(datasets.build_source(config.data.source))
-  num_target = len(datasets.build_source(config.data.target))
+  num_source = len(domains.build_source(config.data.source))
+  num_target = len(domains.build_source(config.data.target))
   enc = config.encoder
   image_shape = (config.data.source.image_size, config.data.source.image_size, 3)
   mesh = sharding.make_data_mesh()
@@ -435,12 +438,12 @@ def _eval_batches(domain: ml_collections.ConfigDict, source, batch_size: int, se
   indices = np.arange(len(source)) if indices is None else np.asarray(indices, np.int64)
   remaining = indices
   while len(remaining):
-    part = datasets.RelabelledUnion([(datasets.SubsetSource(source, remaining), remaining)])
+    part = sources.RelabelledUnion([(sources.SubsetSource(source, remaining), remaining)])
     size = min(batch_size, len(remaining))
     seen = []
-    for batch in input_pipeline.make_domain_dataset(domain, batch_size=size, seed=seed,
-                                                    train=False, shard_index=0, shard_count=1,
-                                                    source=part):
+    for batch in pipeline.make_domain_dataset(domain, batch_size=size, seed=seed,
+                                              train=False, shard_index=0, shard_count=1,
+                                              source=part):
       seen.append(batch["label"])
       yield batch["label"].astype(np.int64), batch["image"]
     seen = np.concatenate(seen) if seen else np.zeros(0, np.int64)
@@ -494,26 +497,26 @@ def _renumber(labels: np.ndarray) -> tuple[np.ndarray, int]:
   return labels.astype(np.int32), len(values)
 
 
-def _from_clusters(config, workdir, sources) -> Modalities:
+def _from_clusters(config, workdir, domain_sources) -> Modalities:
   variables = train_encoder(config, workdir)
   embedder = _Embedder(variables, config)
-  num_source, num_target = len(sources[0]), len(sources[1])
+  num_source, num_target = len(domain_sources[0]), len(domain_sources[1])
   k_source = int(config.modalities.k_source) or clustering.choose_k(num_source, num_target)
   logging.info("Clustering %d source images into %d modalities.", num_source, k_source)
   source_labels = _cluster(config, embed_domain(embedder, config, config.data.source,
-                                                sources[0], embedder.chunk), k_source, 0)
+                                                domain_sources[0], embedder.chunk), k_source, 0)
   k_target = int(config.modalities.k_target)
   if k_target > 1:
     logging.info("Balanced setting: clustering %d target images into %d modalities.",
                  num_target, k_target)
     target_labels = _cluster(config, embed_domain(embedder, config, config.data.target,
-                                                  sources[1], embedder.chunk), k_target, 1)
+                                                  domain_sources[1], embedder.chunk), k_target, 1)
   else:
     target_labels = np.zeros(num_target, np.int32)
   return Modalities(source_labels, target_labels + k_source, k_source, k_target, "clusters")
 
 
-def clustering_quality(config, mods: Modalities, sources) -> dict[str, Any] | None:
+def clustering_quality(config, mods: Modalities, domain_sources) -> dict[str, Any] | None:
   """NMI, ARI and purity of the source modalities against the source's labels, and of
   the same k-means on raw pixels; None unless the labels name two classes or more.
 
@@ -521,7 +524,7 @@ def clustering_quality(config, mods: Modalities, sources) -> dict[str, Any] | No
   encoder reads) shows what the contrastive representation adds. Both are scored on
   the labelled images (label >= 0); all images are clustered.
   """
-  labels = datasets.source_labels(sources[0])
+  labels = sources.source_labels(domain_sources[0])
   if labels is None:
     return None
   labelled = np.flatnonzero(labels >= 0)
@@ -529,7 +532,7 @@ def clustering_quality(config, mods: Modalities, sources) -> dict[str, Any] | No
   num_classes = len(np.unique(truth))
   if num_classes < 2:  # e.g. CelebA's women, all of label 0: nothing to score
     return None
-  pixels = embed_domain(_flat_pixels, config, config.data.source, sources[0],
+  pixels = embed_domain(_flat_pixels, config, config.data.source, domain_sources[0],
                         int(config.encoder.batch_size))
   raw_labels = _cluster(config, pixels, mods.k_source, 0)
   return {"labels": {"num_images": int(len(labelled)), "num_classes": num_classes},
@@ -546,25 +549,26 @@ def _describe_quality(quality: dict[str, Any]) -> str:
 
 
 def _ground_truth(domain, source, role: str) -> np.ndarray:
-  labels = datasets.source_labels(source)
+  labels = sources.source_labels(source)
   if labels is None or (labels < 0).any():
     raise ConfigError(f'config.modalities.assignment="labels" needs labelled images, but the '
-                     f"{role} domain ({input_pipeline.describe_domain(domain)}) has none "
+                     f"{role} domain ({domains.describe_domain(domain)}) has none "
                      f"(label_key={domain.label_key!r})")
   return labels
 
 
-def _from_labels(config, sources) -> Modalities:
-  source_labels, k_source = _renumber(_ground_truth(config.data.source, sources[0], "source"))
+def _from_labels(config, domain_sources) -> Modalities:
+  source_labels, k_source = _renumber(_ground_truth(config.data.source, domain_sources[0],
+                                                    "source"))
   if int(config.modalities.k_target) > 1:
-    target_labels, k_target = _renumber(_ground_truth(config.data.target, sources[1],
+    target_labels, k_target = _renumber(_ground_truth(config.data.target, domain_sources[1],
                                                       "target"))
   else:
-    target_labels, k_target = np.zeros(len(sources[1]), np.int32), 1
+    target_labels, k_target = np.zeros(len(domain_sources[1]), np.int32), 1
   return Modalities(source_labels, target_labels + k_source, k_source, k_target, "labels")
 
 
-def _from_file(path: str, sources) -> Modalities:
+def _from_file(path: str, domain_sources) -> Modalities:
   """Labels from an .npz with "source" (and optionally "target") arrays, renumbered."""
   if not os.path.exists(path):
     raise ConfigError(f"config.modalities.assignment {path!r} is neither 'clusters', 'labels' "
@@ -575,7 +579,7 @@ def _from_file(path: str, sources) -> Modalities:
                        f"{sorted(data.keys())})")
     arrays = {name: np.asarray(data[name]).reshape(-1) for name in ("source", "target")
               if name in data}
-  for (name, labels), source in zip(arrays.items(), sources):
+  for (name, labels), source in zip(arrays.items(), domain_sources):
     if len(labels) != len(source):
       raise ConfigError(f"assignment file {path}: its {name!r} array has {len(labels)} labels "
                        f"but the {name} domain has {len(source)} images")
@@ -585,12 +589,12 @@ def _from_file(path: str, sources) -> Modalities:
   if "target" in arrays:
     target_labels, k_target = _renumber(arrays["target"])
   else:
-    target_labels, k_target = np.zeros(len(sources[1]), np.int32), 1
+    target_labels, k_target = np.zeros(len(domain_sources[1]), np.int32), 1
   return Modalities(source_labels, target_labels + k_source, k_source, k_target,
                     os.path.abspath(path))
 
 
-def _grid_rows(config, mods: Modalities, sources) -> list[np.ndarray]:
+def _grid_rows(config, mods: Modalities, domain_sources) -> list[np.ndarray]:
   """Up to `grid_samples` random images of each modality, one row per modality.
 
   A modality without images (possible only for assignment files) gets an empty row,
@@ -602,8 +606,8 @@ def _grid_rows(config, mods: Modalities, sources) -> list[np.ndarray]:
                 (mods.source_labels if c < mods.k_source else mods.target_labels) == c))[:n]
             for c in range(mods.num_classes)]
   rows = []
-  for domain, source, classes in ((config.data.source, sources[0], range(mods.k_source)),
-                                  (config.data.target, sources[1],
+  for domain, source, classes in ((config.data.source, domain_sources[0], range(mods.k_source)),
+                                  (config.data.target, domain_sources[1],
                                    range(mods.k_source, mods.num_classes))):
     wanted = np.unique(np.concatenate([chosen[c] for c in classes]))
     loaded = _load_images(domain, source, wanted, config.seed)  # every domain has images
@@ -611,17 +615,17 @@ def _grid_rows(config, mods: Modalities, sources) -> list[np.ndarray]:
   return rows
 
 
-def write_inspection(config, workdir: str, mods: Modalities, sources=None,
+def write_inspection(config, workdir: str, mods: Modalities, domain_sources=None,
                      quality: dict[str, Any] | None = None) -> None:
   """clusters.png (row c = samples of modality c) + summary.json (with `quality`, see
   `clustering_quality`, where given) + the grid and summary in TensorBoard."""
   if jax.process_index() != 0:
     return
-  sources = sources or _sources(config)
+  domain_sources = domain_sources or _domain_sources(config)
   out_dir = os.path.join(workdir, "modalities")
   os.makedirs(out_dir, exist_ok=True)
   mods.save_summary(os.path.join(out_dir, SUMMARY_FILE), quality)
-  rows = _grid_rows(config, mods, sources)
+  rows = _grid_rows(config, mods, domain_sources)
   if len({r.shape[1:3] for r in rows}) == 1:
     grids = {"modalities": images_lib.make_grid(rows)}
   else:  # domains of different sizes (possible without the encoder): one grid each
@@ -638,9 +642,9 @@ def write_inspection(config, workdir: str, mods: Modalities, sources=None,
     writer.write_texts(0, {"modalities/summary": json.dumps(mods.summary(quality))})
 
 
-def _sources(config):
-  return (input_pipeline.domain_source(config.data.source),
-          input_pipeline.domain_source(config.data.target))
+def _domain_sources(config):
+  return (domains.domain_source(config.data.source),
+          domains.domain_source(config.data.target))
 
 
 def find_modalities(config: ml_collections.ConfigDict, workdir: str) -> Modalities:
@@ -660,31 +664,31 @@ def find_modalities(config: ml_collections.ConfigDict, workdir: str) -> Modaliti
   (`clustering_quality`): logged and in summary.json.
   """
   path = os.path.join(workdir, "modalities", ASSIGNMENT_FILE)
-  sources = _sources(config)
+  domain_sources = _domain_sources(config)
   if os.path.exists(path):
     mods = Modalities.load(path)
-    if (len(mods.source_labels), len(mods.target_labels)) != tuple(map(len, sources)):
+    if (len(mods.source_labels), len(mods.target_labels)) != tuple(map(len, domain_sources)):
       raise ConfigError(
           f"{path} labels {len(mods.source_labels)} source and {len(mods.target_labels)} "
-          f"target images, but the configured domains have {len(sources[0])} and "
-          f"{len(sources[1])}; delete it (or use another workdir) to find modalities anew")
+          f"target images, but the configured domains have {len(domain_sources[0])} and "
+          f"{len(domain_sources[1])}; delete it (or use another workdir) to find modalities anew")
     logging.info("Loaded %d + %d modalities (%s) from %s.", mods.k_source, mods.k_target,
                  mods.method, path)
     return mods
   method = config.modalities.assignment
   if method == "clusters":
-    mods = _from_clusters(config, workdir, sources)
+    mods = _from_clusters(config, workdir, domain_sources)
   elif method == "labels":
-    mods = _from_labels(config, sources)
+    mods = _from_labels(config, domain_sources)
   else:
-    mods = _from_file(method, sources)
+    mods = _from_file(method, domain_sources)
   logging.info("Modalities (%s): sizes %s.", mods.method, mods.sizes().tolist())
   quality = None
   if method == "clusters" and jax.process_index() == 0:
-    quality = clustering_quality(config, mods, sources)
+    quality = clustering_quality(config, mods, domain_sources)
     if quality:
       logging.info("Modalities %s.", _describe_quality(quality))
-  write_inspection(config, workdir, mods, sources, quality)
+  write_inspection(config, workdir, mods, domain_sources, quality)
   if jax.process_index() == 0:
     mods.save(path)
   return mods

@@ -12,7 +12,7 @@ import optax
 from flax import struct
 
 from balagan_jax import losses, models
-from i2i_jax.train_utils import NetState, all_finite, compute_dtype
+from i2i_jax.training.state import NetState, all_finite, compute_dtype
 
 sg = jax.lax.stop_gradient
 

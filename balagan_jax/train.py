@@ -11,12 +11,15 @@ from etils import epath
 
 from balagan_jax import modalities as modalities_lib
 from balagan_jax.steps import BalaGAN, TrainState
-from i2i_jax import classifier, datasets, evaluation, images, input_pipeline, loop, sharding
-from i2i_jax import metrics as metrics_lib
-from i2i_jax.checkpoint import Checkpointer, save_config
-from i2i_jax.device_prefetch import DevicePrefetcher
+from i2i_jax import images
+from i2i_jax.data import domains, pipeline, sources
+from i2i_jax.data.prefetch import DevicePrefetcher
 from i2i_jax.errors import ConfigError
-from i2i_jax.writers import MetricWriter
+from i2i_jax.evaluation import classifier, evaluators
+from i2i_jax.evaluation import metrics as metrics_lib
+from i2i_jax.training import loop, sharding
+from i2i_jax.training.checkpoint import Checkpointer, save_config
+from i2i_jax.training.writers import MetricWriter
 
 PAIR_SAMPLINGS = ("images", "modalities")  # see config.pair_sampling
 
@@ -26,7 +29,7 @@ def training_domain(config, num_classes: int | None) -> ml_collections.ConfigDic
   (None: the records as they are, each image equally likely).
 
   Both domains' records go through it; what defines a domain (its data, colorization)
-  lives in its source (`input_pipeline.domain_source`), so sizes and augmentation are
+  lives in its source (`domains.domain_source`), so sizes and augmentation are
   the source domain's. The paper tasks preprocess both domains alike anyway.
   """
   domain = ml_collections.ConfigDict(config.data.source.to_dict())
@@ -42,10 +45,10 @@ def check_pair_sampling(config) -> None:
 
 def modality_union(config, mods: modalities_lib.Modalities):
   """All training images labelled by modality; without the target if not transductive."""
-  parts = [(input_pipeline.domain_source(config.data.source), mods.source_labels)]
+  parts = [(domains.domain_source(config.data.source), mods.source_labels)]
   if config.transductive:
-    parts.append((input_pipeline.domain_source(config.data.target), mods.target_labels))
-  return datasets.RelabelledUnion(parts)
+    parts.append((domains.domain_source(config.data.target), mods.target_labels))
+  return sources.RelabelledUnion(parts)
 
 
 def num_training_classes(config, mods) -> int:
@@ -64,9 +67,9 @@ def make_streams(config, union, num_classes):
                      f"of devices ({jax.device_count()})")
   domain = training_domain(config, num_classes if config.pair_sampling == "modalities" else None)
   batch = config.batch_size // jax.process_count()
-  return {name: iter(input_pipeline.make_domain_dataset(domain, batch_size=batch,
-                                                        seed=config.seed + offset,
-                                                        source=union))
+  return {name: iter(pipeline.make_domain_dataset(domain, batch_size=batch,
+                                                  seed=config.seed + offset,
+                                                  source=union))
           for offset, name in enumerate(("content", "reference"))}
 
 
@@ -78,8 +81,8 @@ def sharded_batches(streams, mesh) -> DevicePrefetcher:
 
 def sample_inputs(config, num: int):
   """Fixed sources from A and references from B for the (source, reference, output) grid."""
-  return (input_pipeline.fixed_batch(config.data.source, num, seed=config.seed)["image"],
-          input_pipeline.fixed_batch(config.data.target, num, seed=config.seed)["image"])
+  return (pipeline.fixed_batch(config.data.source, num, seed=config.seed)["image"],
+          pipeline.fixed_batch(config.data.target, num, seed=config.seed)["image"])
 
 
 def make_sampler(model: BalaGAN):
@@ -104,17 +107,17 @@ def modality_batches(config, mods: modalities_lib.Modalities):
   """Both domains labelled by modality, drawn uniformly: the evaluation classifier's
   data. B is included even when training is not transductive, since the classifier's
   features must describe B's images."""
-  union = datasets.RelabelledUnion([
-      (input_pipeline.domain_source(config.data.source), mods.source_labels),
-      (input_pipeline.domain_source(config.data.target), mods.target_labels)])
-  return iter(input_pipeline.make_domain_dataset(
+  union = sources.RelabelledUnion([
+      (domains.domain_source(config.data.source), mods.source_labels),
+      (domains.domain_source(config.data.target), mods.target_labels)])
+  return iter(pipeline.make_domain_dataset(
       training_domain(config, mods.num_classes), batch_size=config.eval.classifier_batch,
       seed=config.seed + 7, source=union, shard_index=0, shard_count=1))
 
 
 def target_label_batches(config):
   """B's labelled images: the data of the class-matching judge."""
-  return iter(input_pipeline.make_domain_dataset(
+  return iter(pipeline.make_domain_dataset(
       config.data.target, batch_size=config.eval.classifier_batch, seed=config.seed + 8,
       shard_index=0, shard_count=1))
 
@@ -126,7 +129,7 @@ def shared_label_classes(config) -> int:
   is trained on B: digits -> styled digits qualify; CelebA women -> men, whose labels
   are the domains themselves, and unlabelled folders do not.
   """
-  labels = [datasets.source_labels(datasets.build_source(domain))
+  labels = [sources.source_labels(domains.build_source(domain))
             for domain in (config.data.source, config.data.target)]
   if any(domain_labels is None for domain_labels in labels):
     return 0
@@ -153,23 +156,23 @@ class Evaluator:
     ev = config.eval
     self.num_modalities = mods.num_classes
     self.inception_weights = inception_weights
-    self.sources = input_pipeline.fixed_batch(config.data.source, num_eval, seed=config.seed + 11)
-    self.references = input_pipeline.fixed_batch(config.data.target, num_eval,
-                                                 seed=config.seed + 12)["image"]
-    self.real = input_pipeline.fixed_batch(config.data.target, num_eval, seed=config.seed + 13)
+    self.sources = pipeline.fixed_batch(config.data.source, num_eval, seed=config.seed + 11)
+    self.references = pipeline.fixed_batch(config.data.target, num_eval,
+                                           seed=config.seed + 12)["image"]
+    self.real = pipeline.fixed_batch(config.data.target, num_eval, seed=config.seed + 13)
     domain = None
     if ev.classifier_steps:
-      params = evaluation.cached_classifier(
+      params = evaluators.cached_classifier(
           os.path.join(workdir, "eval_classifier.msgpack"),
           functools.partial(modality_batches, config, mods), mods.num_classes, image_shape,
           steps=ev.classifier_steps, seed=config.seed)
       domain = metrics_lib.domain_feature_extractor(params, mods.num_classes)
-    self.real_features = evaluation.RealFeatures(
-        self.real["image"], evaluation.feature_spaces(domain, inception_weights),
+    self.real_features = evaluators.RealFeatures(
+        self.real["image"], evaluators.feature_spaces(domain, inception_weights),
         kid_subset_size=ev.kid_subset_size, batch_size=ev.batch_size)
     self.num_labels = shared_label_classes(config) if ev.classifier_steps else 0
     if self.num_labels:
-      self.judge = evaluation.cached_classifier(
+      self.judge = evaluators.cached_classifier(
           os.path.join(workdir, "eval_target_classifier.msgpack"),
           functools.partial(target_label_batches, config), self.num_labels, image_shape,
           steps=ev.classifier_steps, seed=config.seed)
@@ -193,10 +196,10 @@ class Evaluator:
   def __call__(self, sample, state) -> dict[str, float]:
     translate = functools.partial(sample, state)
     batch = self.config.eval.batch_size
-    out, = evaluation.in_batches(translate, (self.sources["image"], self.references), batch)
+    out, = evaluators.in_batches(translate, (self.sources["image"], self.references), batch)
     scores = self.real_features.score(out, "a_to_b")
     s, r = self.num_diversity_sources, self.num_diversity_references
-    grouped, = evaluation.in_batches(
+    grouped, = evaluators.in_batches(
         translate, (np.repeat(self.sources["image"][:s], r, 0),
                     np.tile(self.references[:r], (s, 1, 1, 1))), batch)
     scores.update(self.real_features.diversity(grouped.reshape((s, r) + grouped.shape[1:]),

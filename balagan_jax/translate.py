@@ -22,9 +22,11 @@ from absl import flags, logging
 
 from balagan_jax import modalities as modalities_lib
 from balagan_jax.steps import BalaGAN
-from i2i_jax import cli, datasets, images, platform, transforms
-from i2i_jax.checkpoint import Checkpointer
+from i2i_jax import images
+from i2i_jax.data import folders, sources, transforms
 from i2i_jax.errors import CheckpointError
+from i2i_jax.training import cli, runtime
+from i2i_jax.training.checkpoint import Checkpointer
 
 FLAGS = flags.FLAGS
 
@@ -62,9 +64,9 @@ def load_model(workdir: str, step: int = 0):
 def load_images(path: str, domain, limit: int) -> np.ndarray:
   """Up to `limit` images of a file or folder, as floats in [-1, 1] at the model's size."""
   if os.path.isfile(path):
-    source = datasets.ArraySource(datasets.decode_image(path, domain.channels)[None])
+    source = sources.ArraySource(folders.decode_image(path, domain.channels)[None])
   else:
-    source = datasets.ImageFolderSource(path, channels=domain.channels)
+    source = folders.ImageFolderSource(path, channels=domain.channels)
   size = domain.image_size
   crop = transforms.ResizeCrop(resize=size, crop=size, random=False)
   out = []
@@ -111,7 +113,7 @@ def interpolation_grid(model: BalaGAN, state, sources, ref_a, ref_b, steps: int)
 
 def main(argv):
   del argv
-  platform.initialize()
+  runtime.initialize()
   model, state = load_model(FLAGS.workdir)
   domain = model.config.data.source
   sources = load_images(FLAGS.source, domain, FLAGS.max_images)

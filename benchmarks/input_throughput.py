@@ -29,7 +29,8 @@ from PIL import Image
 
 from balagan_jax import clustering, modalities
 from balagan_jax import train as balagan_train
-from i2i_jax import datasets, input_pipeline, sharding
+from i2i_jax.data import domains, pipeline
+from i2i_jax.training import sharding
 from jdbw_jax import train as jdbw_train
 
 FLAGS = flags.FLAGS
@@ -68,8 +69,8 @@ def jdbw_batches(config, mesh):
 
 
 def balagan_batches(config, mesh):
-  num_source = len(datasets.build_source(config.data.source))
-  num_target = len(datasets.build_source(config.data.target))
+  num_source = len(domains.build_source(config.data.source))
+  num_target = len(domains.build_source(config.data.target))
   k_source = int(config.modalities.k_source) or clustering.choose_k(num_source, num_target)
   k_source = min(k_source, num_source)
   # Every modality non-empty, as k-means leaves them.
@@ -104,14 +105,14 @@ def main(argv):
         jax.block_until_ready(next(batches))
       step_s = (time.perf_counter() - t) / FLAGS.steps
   source = config.data.source
-  in_memory = input_pipeline.held_in_memory(source)
+  in_memory = pipeline.held_in_memory(source)
   print("\n".join([
-      f"== {FLAGS.method} input pipeline: {input_pipeline.describe_domain(source)} -> "
+      f"== {FLAGS.method} input pipeline: {domains.describe_domain(source)} -> "
       f"{source.image_size}x{source.image_size}, augment {source.augment!r}, batch "
       f"{config.batch_size}, "
       + ("held in memory, read by batch" if in_memory else "read record by record")
-      + f", read_threads {input_pipeline.read_threads(source)}, num_workers "
-      f"{input_pipeline.num_workers(source, in_memory=in_memory)}",
+      + f", read_threads {pipeline.read_threads(source)}, num_workers "
+      f"{pipeline.num_workers(source, in_memory=in_memory)}",
       f"device            {jax.devices()[0].platform} x{jax.device_count()}",
       f"first batch       {first_s:.2f} s (sources listed and checked, streams started)",
       f"per step          {1e3 * step_s:.2f} ms ({read_per_step} images read and put on "

@@ -11,9 +11,9 @@ import numpy as np
 
 from balagan_jax import modalities
 from balagan_jax.steps import BalaGAN
-from i2i_jax import sharding
 from i2i_jax.benchmark import Workload
-from i2i_jax.train_utils import compute_dtype
+from i2i_jax.training import sharding
+from i2i_jax.training.state import compute_dtype
 from jdbw_jax.steps import JDBW, critic_loop_kind
 
 

@@ -9,7 +9,7 @@ experiment use configs/mnist_srmnist.py.
   python -m jdbw_jax.main --config=configs/digits_demo.py --workdir=/tmp/jdbw_demo
 """
 
-from i2i_jax.transforms import skewed_class_probs
+from i2i_jax.data.transforms import skewed_class_probs
 from jdbw_jax import default_config
 
 

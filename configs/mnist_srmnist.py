@@ -5,7 +5,7 @@ padded, rotated by a random angle in (-pi/12, pi/12) and randomly cropped (small
 off-centre). The two domains use disjoint halves of MNIST's training split.
 """
 
-from i2i_jax.transforms import skewed_class_probs
+from i2i_jax.data.transforms import skewed_class_probs
 from jdbw_jax import default_config
 
 

@@ -1,7 +1,7 @@
 """Errors in what the user supplied (config, data, checkpoints), as opposed to bugs.
 
 The entrypoints print these as one line naming the field, file or key, without a
-traceback (`i2i_jax.cli`); anything else keeps its traceback. They subclass
+traceback (`i2i_jax.training.cli`); anything else keeps its traceback. They subclass
 ValueError, so callers that catch ValueError keep working.
 """
 

@@ -7,7 +7,7 @@ are WGAN-GP's (Gulrajani et al., 2017).
 
 import ml_collections
 
-from i2i_jax.input_pipeline import default_domain_config
+from i2i_jax.data.domains import default_domain_config
 
 
 def get_config() -> ml_collections.ConfigDict:

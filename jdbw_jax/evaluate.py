@@ -12,8 +12,9 @@ the other domain's classifier features, and _inception with Inception weights.
 
 import jax
 
-from i2i_jax import cli, evaluation
 from i2i_jax.errors import ConfigError
+from i2i_jax.evaluation import evaluators
+from i2i_jax.training import cli
 from jdbw_jax import default_config, train, translate
 
 
@@ -35,7 +36,7 @@ def evaluate_run(workdir: str, *, step: int | None = None, inception_weights: st
     "output_dir"}.
   """
   model, state = translate.load_model(workdir, step or 0)
-  config = evaluation.fill_missing(model.config, default_config.get_config())
+  config = evaluators.fill_missing(model.config, default_config.get_config())
   step = int(state.step)
   weights = config.eval.inception_weights if inception_weights is None else inception_weights
   num_eval = num_eval or config.num_eval
@@ -50,12 +51,12 @@ def evaluate_run(workdir: str, *, step: int | None = None, inception_weights: st
   sample_x, sample_y = train.fixed_inputs(config, config.num_samples, seed=config.seed)
   grids = train.sample_grids(model, translate_fn, state, sample_x["image"], sample_y["image"],
                              jax.random.key(config.seed + step))
-  return evaluation.record_run("jdbw", workdir, step, output_dir, num_eval=num_eval,
+  return evaluators.record_run("jdbw", workdir, step, output_dir, num_eval=num_eval,
                                features=evaluator.describe(), metrics=scores, grids=grids)
 
 
-main = evaluation.cli_main(evaluate_run)
+main = evaluators.cli_main(evaluate_run)
 
 if __name__ == "__main__":
-  evaluation.define_flags()
+  evaluators.define_flags()
   cli.run(main)

@@ -7,7 +7,7 @@
 Re-using a workdir resumes the run from its latest checkpoint.
 """
 
-from i2i_jax import cli
+from i2i_jax.training import cli
 from jdbw_jax import train
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from i2i_jax.train_utils import NetState, all_finite, apply_with_stats, compute_dtype
+from i2i_jax.training.state import NetState, all_finite, apply_with_stats, compute_dtype
 from jdbw_jax import batch_weight, models
 
 sg = jax.lax.stop_gradient

@@ -9,11 +9,14 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from i2i_jax import classifier, evaluation, images, input_pipeline, loop, sharding
-from i2i_jax import metrics as metrics_lib
-from i2i_jax.checkpoint import Checkpointer, save_config
-from i2i_jax.device_prefetch import DevicePrefetcher
-from i2i_jax.writers import MetricWriter
+from i2i_jax import images
+from i2i_jax.data import pipeline
+from i2i_jax.data.prefetch import DevicePrefetcher
+from i2i_jax.evaluation import classifier, evaluators
+from i2i_jax.evaluation import metrics as metrics_lib
+from i2i_jax.training import loop, sharding
+from i2i_jax.training.checkpoint import Checkpointer, save_config
+from i2i_jax.training.writers import MetricWriter
 from jdbw_jax.steps import JDBW, TrainState
 
 def per_host_batch_size(config) -> int:
@@ -27,10 +30,10 @@ def make_streams(config):
   """Source and target grain iterators yielding (d + 1)-stacked batches."""
   batch = per_host_batch_size(config)
   return {
-      "x": iter(input_pipeline.make_domain_dataset(
+      "x": iter(pipeline.make_domain_dataset(
           config.data.source, batch_size=batch, seed=config.seed,
           steps_per_call=config.d_steps + 1)),
-      "y": iter(input_pipeline.make_domain_dataset(
+      "y": iter(pipeline.make_domain_dataset(
           config.data.target, batch_size=batch, seed=config.seed + 1,
           steps_per_call=config.d_steps + 1)),
   }
@@ -47,8 +50,8 @@ def make_train_step(model: JDBW, mesh):
 
 def fixed_inputs(config, num: int, seed: int):
   """Deterministic source/target samples (numpy) for grids and evaluation."""
-  return (input_pipeline.fixed_batch(config.data.source, num, seed=seed),
-          input_pipeline.fixed_batch(config.data.target, num, seed=seed))
+  return (pipeline.fixed_batch(config.data.source, num, seed=seed),
+          pipeline.fixed_batch(config.data.target, num, seed=seed))
 
 def make_translate_fn(model: JDBW):
   """Jitted (state, x, y, zx, zy) -> (Gxy x, Gyx Gxy x, Gyx y, Gxy Gyx y)."""
@@ -89,7 +92,7 @@ def sample_grids(model: JDBW, translate, state, x, y, noise_rng, num_noise: int 
 
 def classifier_batches(config, domain):
   """Labelled training batches of one domain for its evaluation classifier."""
-  return iter(input_pipeline.make_domain_dataset(
+  return iter(pipeline.make_domain_dataset(
       domain, batch_size=config.eval.classifier_batch, seed=config.seed + 7, shard_index=0,
       shard_count=1))
 
@@ -116,7 +119,7 @@ class Evaluator:
     if self.num_classes and config.eval.classifier_steps:
       for name, domain, shape in (("x", config.data.source, x_shape),
                                   ("y", config.data.target, y_shape)):
-        self.params[name] = evaluation.cached_classifier(
+        self.params[name] = evaluators.cached_classifier(
             os.path.join(workdir, f"classifier_{name}.msgpack"),
             functools.partial(classifier_batches, config, domain), self.num_classes, shape,
             steps=config.eval.classifier_steps, seed=config.seed)
@@ -129,8 +132,8 @@ class Evaluator:
   def _real_features(self, real_images, domain_name):
     domain = (metrics_lib.domain_feature_extractor(self.params[domain_name], self.num_classes)
               if domain_name in self.params else None)
-    return evaluation.RealFeatures(
-        real_images, evaluation.feature_spaces(domain, self.inception_weights),
+    return evaluators.RealFeatures(
+        real_images, evaluators.feature_spaces(domain, self.inception_weights),
         kid_subset_size=self.config.eval.kid_subset_size,
         batch_size=self.config.eval.batch_size)
 
@@ -148,7 +151,7 @@ class Evaluator:
   def __call__(self, model: JDBW, translate, state) -> dict[str, float]:
     n = self.x["image"].shape[0]
     k1, k2 = jax.random.split(jax.random.key(self.config.seed + 13))
-    gx, _, gy, _ = evaluation.in_batches(
+    gx, _, gy, _ = evaluators.in_batches(
         functools.partial(translate, state),
         (self.x["image"], self.y["image"], model.sample_noise(k1, n), model.sample_noise(k2, n)),
         self.config.eval.batch_size)

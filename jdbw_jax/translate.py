@@ -17,9 +17,11 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from i2i_jax import cli, datasets, images, platform, transforms
-from i2i_jax.checkpoint import Checkpointer
+from i2i_jax import images
+from i2i_jax.data import folders, sources, transforms
 from i2i_jax.errors import CheckpointError
+from i2i_jax.training import cli, runtime
+from i2i_jax.training.checkpoint import Checkpointer
 from jdbw_jax.steps import JDBW
 
 FLAGS = flags.FLAGS
@@ -70,13 +72,13 @@ def input_source(domain: ml_collections.ConfigDict, input_path, tfds_spec, data_
     raise app.UsageError("give exactly one of --input and --tfds")
   if tfds_spec:
     name, _, split = tfds_spec.partition(":")
-    source = datasets.TfdsSource(name, split or "test", data_dir=data_dir or None,
-                                 image_key=domain.image_key, label_key="")
+    source = sources.TfdsSource(name, split or "test", data_dir=data_dir or None,
+                                image_key=domain.image_key, label_key="")
     return source, [f"{i:06d}" for i in range(len(source))]
   if os.path.isfile(input_path):
-    return (datasets.ArraySource(datasets.decode_image(input_path, domain.channels)[None]),
+    return (sources.ArraySource(folders.decode_image(input_path, domain.channels)[None]),
             [os.path.splitext(os.path.basename(input_path))[0]])
-  source = datasets.ImageFolderSource(input_path, channels=domain.channels)
+  source = folders.ImageFolderSource(input_path, channels=domain.channels)
   # Relative paths keep class subfolders apart (bags/1.jpg vs shoes/1.jpg).
   return source, [os.path.splitext(os.path.relpath(p, input_path))[0] for p in source.paths]
 
@@ -119,7 +121,7 @@ def translate_all(model: JDBW, state, source, names, *, direction, output, num_n
 
 def main(argv):
   del argv
-  platform.initialize()
+  runtime.initialize()
   model, state = load_model(FLAGS.workdir, FLAGS.step)
   domain = (model.config.data.source if FLAGS.direction == "x_to_y"
             else model.config.data.target)

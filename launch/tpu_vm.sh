@@ -153,7 +153,7 @@ cmd_run() {
   # On each worker: refuse a second run, then start the command detached (nohup + setsid,
   # stdin/out/err redirected) so it outlives the ssh session; $! is python's pid.
   #
-  # jax.distributed: i2i_jax.platform.initialize() joins a multi-host job when it sees
+  # jax.distributed: i2i_jax.training.runtime.initialize() joins a multi-host job when it sees
   # JAX_COORDINATOR_ADDRESS (among others). TPU VMs keep the slice layout in the GCE
   # metadata server rather than in the ssh environment, so on a pod slice this sets it to
   # worker 0 of `worker-network-endpoints`, port 8476, exactly as jax itself would (process

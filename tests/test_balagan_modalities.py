@@ -13,8 +13,10 @@ import pytest
 from PIL import Image
 
 from balagan_jax import clustering, modalities
-from i2i_jax import datasets, input_pipeline, metrics, writers
+from i2i_jax.data import domains, pipeline, sources
 from i2i_jax.errors import ConfigError
+from i2i_jax.evaluation import metrics
+from i2i_jax.training import writers
 
 from balagan_tiny import NUM_SOURCE, NUM_TARGET, tiny_config
 
@@ -73,8 +75,8 @@ def test_clusters_of_labelled_digits_are_scored_against_a_raw_pixel_baseline(clu
   config, workdir, mods = clustered
   with open(os.path.join(workdir, "modalities", "summary.json")) as f:
     quality = json.load(f)["quality"]
-  source = datasets.build_source(config.data.source)
-  digits = datasets.source_labels(source)
+  source = domains.build_source(config.data.source)
+  digits = sources.source_labels(source)
   assert quality["labels"] == {"num_images": NUM_SOURCE, "num_classes": 10}
   assert quality["learned"] == pytest.approx(metrics.clustering_scores(mods.source_labels,
                                                                        digits))
@@ -92,10 +94,10 @@ def test_clusters_of_labelled_digits_are_scored_against_a_raw_pixel_baseline(clu
 
 def test_quality_is_scored_on_the_labelled_images_only():
   config = tiny_config()
-  images, digits = datasets.load_embedded_mnist()
+  images, digits = sources.load_embedded_mnist()
   partly = digits[:60].copy()
-  partly[::3] = datasets.NO_LABEL
-  source = datasets.ArraySource(images[:60], partly)
+  partly[::3] = sources.NO_LABEL
+  source = sources.ArraySource(images[:60], partly)
   mods = modalities.Modalities(np.arange(60) % 4, np.full(5, 4), 4, 1)
   quality = modalities.clustering_quality(config, mods, (source, None))
   kept = partly >= 0
@@ -106,7 +108,7 @@ def test_quality_is_scored_on_the_labelled_images_only():
 
 @pytest.mark.parametrize("labels", [None, np.zeros(60, int)], ids=["unlabelled", "one_class"])
 def test_no_quality_without_labels_of_two_classes(labels):
-  source = datasets.ArraySource(datasets.load_embedded_mnist()[0][:60], labels)
+  source = sources.ArraySource(sources.load_embedded_mnist()[0][:60], labels)
   mods = modalities.Modalities(np.arange(60) % 4, np.full(5, 4), 4, 1)
   assert modalities.clustering_quality(tiny_config(), mods, (source, None)) is None
 
@@ -159,7 +161,7 @@ def test_balanced_setting_reuses_the_finished_encoder(clustered, tmp_path):
 def test_embeddings_are_unit_norm_and_per_image(clustered):
   config, workdir, _ = clustered
   variables = modalities.train_encoder(config, workdir)  # finished: restored only
-  batch = input_pipeline.fixed_batch(config.data.source, 21, seed=0)["image"]
+  batch = pipeline.fixed_batch(config.data.source, 21, seed=0)["image"]
   emb = modalities.embed(variables, config, batch)  # 21: not a multiple of the batch (16)
   assert emb.shape == (21, config.encoder.width * 2)  # h of a two-stage encoder
   np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
@@ -181,7 +183,7 @@ def test_embeddings_are_unit_norm_and_per_image(clustered):
 
 def test_domain_is_read_in_record_order_without_random_geometry():
   config = tiny_config()
-  source = datasets.build_source(config.data.source)
+  source = domains.build_source(config.data.source)
   seen = np.zeros(len(source), int)
   for idx, batch in modalities._eval_batches(config.data.source, source, 48, seed=3):
     seen[idx] += 1  # 200 = 4 * 48 + 8: the dropped remainder comes in a second pass
@@ -214,7 +216,7 @@ def test_encoder_resume_continues_from_the_checkpoint(tmp_path, caplog):
 def test_labels_ablation_gives_the_digit_labels(tmp_path):
   config = tiny_config(**{"modalities.assignment": "labels"})
   mods = modalities.find_modalities(config, str(tmp_path))
-  digits = datasets.source_labels(datasets.build_source(config.data.source))
+  digits = sources.source_labels(domains.build_source(config.data.source))
   np.testing.assert_array_equal(mods.source_labels, digits)
   assert (mods.k_source, mods.k_target) == (10, 1)
   np.testing.assert_array_equal(mods.target_labels, np.full(NUM_TARGET, 10))

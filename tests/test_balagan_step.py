@@ -7,7 +7,7 @@ import pytest
 
 from balagan_jax import losses, steps, train
 from balagan_tiny import tiny_config
-from i2i_jax import sharding
+from i2i_jax.training import sharding
 
 # The tiny config's modalities in training: k = 5 source clusters (|A| = 200, |B| = 40)
 # and the target, so that the step below is the one training compiles (a cache hit).

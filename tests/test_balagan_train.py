@@ -10,7 +10,7 @@ import numpy as np
 
 from balagan_jax import train
 from balagan_tiny import tiny_config
-from i2i_jax import writers
+from i2i_jax.training import writers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

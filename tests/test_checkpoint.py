@@ -16,8 +16,8 @@ import optax
 import pytest
 from flax.training import train_state
 
-from i2i_jax.checkpoint import Checkpointer, save_config
 from i2i_jax.errors import CheckpointError
+from i2i_jax.training.checkpoint import Checkpointer, save_config
 
 
 class _State(train_state.TrainState):
@@ -205,7 +205,7 @@ _SHARDED_RESTORE = textwrap.dedent("""
     import sys
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from i2i_jax.checkpoint import Checkpointer
+    from i2i_jax.training.checkpoint import Checkpointer
     mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     repl, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     state = {"w": jax.device_put(jnp.arange(16.0).reshape(8, 2), split),

@@ -8,7 +8,7 @@ import sys
 import jax
 
 import jdbw_tiny
-from i2i_jax.checkpoint import Checkpointer
+from i2i_jax.training.checkpoint import Checkpointer
 from jdbw_jax.steps import JDBW
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

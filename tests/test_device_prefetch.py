@@ -5,8 +5,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from i2i_jax.checkpoint import Checkpointer
-from i2i_jax.device_prefetch import DevicePrefetcher
+from i2i_jax.data.prefetch import DevicePrefetcher
+from i2i_jax.training.checkpoint import Checkpointer
 
 
 def streams():
@@ -93,12 +93,12 @@ def test_positions_track_consumption_not_prefetching():
 
 def test_positions_of_worker_process_streams_resume_exactly(tmp_path):
   """GPU/TPU hosts read with grain workers (num_workers auto): same contract."""
-  from i2i_jax import input_pipeline
+  from i2i_jax.data import domains, pipeline
 
   def worker_streams():
-    cfg = input_pipeline.default_domain_config()
+    cfg = domains.default_domain_config()
     cfg.augment, cfg.num_workers = "sr_mnist", 2
-    return {"x": iter(input_pipeline.make_domain_dataset(cfg, batch_size=4, seed=0))}
+    return {"x": iter(pipeline.make_domain_dataset(cfg, batch_size=4, seed=0))}
 
   def seen(batches, n):
     """Labels and per-image ink: the random geometry tells batches apart too."""

@@ -14,7 +14,9 @@ import jdbw_tiny
 from balagan_jax import evaluate as balagan_evaluate
 from balagan_jax import train as balagan_train
 from balagan_tiny import tiny_config as balagan_tiny_config
-from i2i_jax import errors, evaluation, metrics, writers
+from i2i_jax import errors
+from i2i_jax.evaluation import evaluators, metrics
+from i2i_jax.training import writers
 from jdbw_jax import default_config as jdbw_default_config
 from jdbw_jax import evaluate as jdbw_evaluate
 from jdbw_jax import train as jdbw_train
@@ -79,7 +81,7 @@ def test_jdbw_evaluate_run_writes_metrics_and_grids(jdbw_run):
 
 
 def test_jdbw_evaluate_cli_prints_the_json(jdbw_run, tmp_path, capsys):
-  evaluation.define_flags()
+  evaluators.define_flags()
   output = str(tmp_path / "out")
   with flagsaver.flagsaver(workdir=jdbw_run, step=2, output=output, num_eval=16,
                            inception_weights=""):
@@ -128,7 +130,7 @@ def channel_means(images):
 def test_real_features_score_equal_sets_as_zero_and_shifted_as_far():
   rng = np.random.default_rng(0)
   real = rng.uniform(-1, 1, (40, 4, 4, 3)).astype(np.float32)
-  real_features = evaluation.RealFeatures(real, {"mean": channel_means}, kid_subset_size=1000,
+  real_features = evaluators.RealFeatures(real, {"mean": channel_means}, kid_subset_size=1000,
                                           batch_size=16)
   same = real_features.score(real, "a_to_b")
   shifted = real_features.score(np.clip(real + 0.5, -1, 1), "a_to_b")
@@ -146,7 +148,7 @@ def test_real_features_report_a_kid_spread_only_where_the_subsets_differ(subset_
   rng = np.random.default_rng(1)
   real = rng.uniform(-1, 1, (40, 4, 4, 3)).astype(np.float32)
   fake = np.clip(real[:num_fake] + rng.normal(0, 0.3, real[:num_fake].shape), -1, 1)
-  scores = evaluation.RealFeatures(real, {"mean": channel_means}, kid_subset_size=subset_size,
+  scores = evaluators.RealFeatures(real, {"mean": channel_means}, kid_subset_size=subset_size,
                                    batch_size=16).score(fake, "a_to_b")
   # Subsets of every sample of two sets of 40 are the same two sets each time; with 10
   # of 40, or 30 of the 40 real ones, they differ.
@@ -169,7 +171,7 @@ def test_in_batches_pads_the_last_batch_and_trims_the_outputs():
     return a + b, a * 2
 
   a, b = np.arange(7.0), np.ones(7)
-  total, doubled = evaluation.in_batches(fn, (a, b), batch_size=3)
+  total, doubled = evaluators.in_batches(fn, (a, b), batch_size=3)
   np.testing.assert_array_equal(total, a + 1)
   np.testing.assert_array_equal(doubled, a * 2)
   assert shapes == [(3,)] * 3
@@ -179,6 +181,6 @@ def test_fill_missing_adds_new_fields_and_keeps_the_runs():
   saved = json.loads(jdbw_default_config.get_config().to_json())
   del saved["eval"]["inception_weights"]
   saved["eval"]["classifier_steps"] = 7
-  filled = evaluation.fill_missing(ml_collections.ConfigDict(saved),
+  filled = evaluators.fill_missing(ml_collections.ConfigDict(saved),
                                    jdbw_default_config.get_config())
   assert filled.eval.inception_weights == "" and filled.eval.classifier_steps == 7

@@ -14,8 +14,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from i2i_jax import inception
 from i2i_jax.errors import CheckpointError
+from i2i_jax.evaluation import inception, torch_checkpoint
 
 DATA = pathlib.Path(__file__).parent / "data"
 TINY_CHECKPOINT = DATA / "tiny_fid_inception.pth"
@@ -74,7 +74,7 @@ def _expected_format_cases():
 
 @pytest.mark.parametrize("name", ["torch_tensors_zip.pth", "torch_tensors_legacy.pth"])
 def test_reads_both_torch_save_formats(name):
-  arrays = inception.read_state_dict(DATA / name)
+  arrays = torch_checkpoint.read_state_dict(DATA / name)
   expected = _expected_format_cases()
   assert list(arrays) == list(expected)
   for key, value in expected.items():
@@ -85,7 +85,7 @@ def test_reads_both_torch_save_formats(name):
 def test_loader_maps_torch_names_and_layouts(torch_case):
   variables = inception.load_fid_inception_params(TINY_CHECKPOINT,
                                                   width_divisor=int(torch_case["divisor"]))
-  arrays = inception.read_state_dict(TINY_CHECKPOINT)
+  arrays = torch_checkpoint.read_state_dict(TINY_CHECKPOINT)
   conv = variables["params"]["Mixed_6b"]["branch7x7_2"]["conv"]["kernel"]
   np.testing.assert_array_equal(
       conv, arrays["Mixed_6b.branch7x7_2.conv.weight"].transpose(2, 3, 1, 0))
@@ -95,7 +95,7 @@ def test_loader_maps_torch_names_and_layouts(torch_case):
 
 
 def test_loader_names_missing_unexpected_and_mismatched_keys(tmp_path):
-  arrays = inception.read_state_dict(TINY_CHECKPOINT)
+  arrays = torch_checkpoint.read_state_dict(TINY_CHECKPOINT)
   with pytest.raises(CheckpointError, match=r"tiny_fid_inception\.pth.*shape mismatches: .*"
                      r"Conv2d_1a_3x3\.conv\.weight: \(2, 3, 3, 3\) \(expected \(32, 3, 3, 3\)\)"):
     inception.load_fid_inception_params(TINY_CHECKPOINT)  # the full width expects 32 filters
@@ -117,9 +117,9 @@ def test_reader_refuses_arbitrary_pickled_objects(tmp_path):
   path = tmp_path / "evil.pth"
   path.write_bytes(buffer.getvalue())
   with pytest.raises(CheckpointError, match=r"evil\.pth: unsupported object collections\.Counter"):
-    inception.read_state_dict(path)
+    torch_checkpoint.read_state_dict(path)
 
 
 def test_missing_weights_file_says_where_to_get_it(tmp_path):
   with pytest.raises(CheckpointError, match="pt_inception-2015-12-05-6726825d.pth"):
-    inception.read_state_dict(tmp_path / "absent.pth")
+    inception.load_fid_inception_params(tmp_path / "absent.pth")

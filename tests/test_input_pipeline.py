@@ -12,12 +12,12 @@ from ml_collections import config_flags
 from PIL import Image
 
 import tiny_tfds_builder
-from i2i_jax import input_pipeline
-from i2i_jax.transforms import skewed_class_probs
+from i2i_jax.data import domains, pipeline
+from i2i_jax.data.transforms import skewed_class_probs
 
 
 def _config(**overrides):
-  cfg = input_pipeline.default_domain_config()
+  cfg = domains.default_domain_config()
   cfg.update(overrides)
   return cfg
 
@@ -40,14 +40,14 @@ def _assert_batches_equal(a, b):
 
 @pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")  # config_flags' loader
 def test_default_domain_config_takes_command_line_overrides(tmp_path, monkeypatch):
-  cfg = input_pipeline.default_domain_config()
-  assert cfg.kind == "embedded_mnist" and cfg.augment in input_pipeline.AUGMENTS
+  cfg = domains.default_domain_config()
+  assert cfg.kind == "embedded_mnist" and cfg.augment in pipeline.AUGMENTS
   assert cfg.class_probs is None
   cfg.class_probs = skewed_class_probs()  # Config files assign lists; the field keeps tuples.
   assert isinstance(cfg.class_probs, tuple) and len(cfg.class_probs) == 10
   config_file = tmp_path / "domain.py"
-  config_file.write_text("from i2i_jax import input_pipeline\n"
-                         "get_config = input_pipeline.default_domain_config\n")
+  config_file.write_text("from i2i_jax.data import domains\n"
+                         "get_config = domains.default_domain_config\n")
   argv = ["prog", f"--config={config_file}", "--config.class_probs=(0.1, 0.9)",
           "--config.data_dir=/data/tfds", "--config.resize=150", "--config.label_key=",
           "--config.flip=true"]
@@ -62,13 +62,13 @@ def test_default_domain_config_takes_command_line_overrides(tmp_path, monkeypatc
 
 
 def test_batches_shape_dtype_and_range():
-  it = iter(input_pipeline.make_domain_dataset(_config(), batch_size=8, seed=0))
+  it = iter(pipeline.make_domain_dataset(_config(), batch_size=8, seed=0))
   batch = next(it)
   assert batch["image"].shape == (8, 32, 32, 1) and batch["image"].dtype == np.float32
   assert batch["label"].shape == (8,) and batch["label"].dtype == np.int32
   assert batch["image"].min() == -1.0 and batch["image"].max() == 1.0
   assert set(batch["label"]) <= set(range(10))
-  rgb = next(iter(input_pipeline.make_domain_dataset(_config(channels=3), batch_size=4, seed=0)))
+  rgb = next(iter(pipeline.make_domain_dataset(_config(channels=3), batch_size=4, seed=0)))
   assert rgb["image"].shape == (4, 32, 32, 3)
   np.testing.assert_array_equal(rgb["image"][..., 0], rgb["image"][..., 2])
 
@@ -76,9 +76,9 @@ def test_batches_shape_dtype_and_range():
 @BOTH_READ_PATHS
 def test_steps_per_call_stacks_consecutive_batches(cache_mb):
   cfg = _config(augment="sr_mnist", cache_mb=cache_mb)
-  stacked = next(iter(input_pipeline.make_domain_dataset(cfg, batch_size=4, seed=1,
-                                                         steps_per_call=3)))
-  plain = _take(iter(input_pipeline.make_domain_dataset(cfg, batch_size=4, seed=1)), 3)
+  stacked = next(iter(pipeline.make_domain_dataset(cfg, batch_size=4, seed=1,
+                                                   steps_per_call=3)))
+  plain = _take(iter(pipeline.make_domain_dataset(cfg, batch_size=4, seed=1)), 3)
   assert stacked["image"].shape == (3, 4, 32, 32, 1) and stacked["label"].shape == (3, 4)
   for step in range(3):
     np.testing.assert_array_equal(stacked["image"][step], plain[step]["image"])
@@ -88,16 +88,16 @@ def test_steps_per_call_stacks_consecutive_batches(cache_mb):
 def test_class_probs_and_sr_mnist_pipeline(cache_mb):
   cfg = _config(split="train[50%:]", augment="sr_mnist", class_probs=skewed_class_probs(),
                 cache_mb=cache_mb)
-  batch = next(iter(input_pipeline.make_domain_dataset(cfg, batch_size=500, seed=0)))
+  batch = next(iter(pipeline.make_domain_dataset(cfg, batch_size=500, seed=0)))
   zeros = (batch["label"] == 0).mean()
   assert 0.43 < zeros < 0.57  # 0.5 within 3 binomial standard deviations.
-  assert input_pipeline.class_count(cfg) == 10
+  assert pipeline.class_count(cfg) == 10
 
 
 @BOTH_READ_PATHS
 def test_iterator_state_round_trip(cache_mb):
   cfg = _config(augment="sr_mnist", class_probs=skewed_class_probs(), cache_mb=cache_mb)
-  it = iter(input_pipeline.make_domain_dataset(cfg, batch_size=4, seed=2, steps_per_call=2))
+  it = iter(pipeline.make_domain_dataset(cfg, batch_size=4, seed=2, steps_per_call=2))
   _take(it, 3)
   state = it.get_state()
   expected = _take(it, 3)
@@ -109,7 +109,7 @@ def test_iterator_state_round_trip(cache_mb):
 @BOTH_READ_PATHS
 def test_iterator_position_survives_orbax_checkpoint(tmp_path, cache_mb):
   cfg = _config(augment="sr_mnist", cache_mb=cache_mb)
-  make = lambda: iter(input_pipeline.make_domain_dataset(cfg, batch_size=4, seed=5))
+  make = lambda: iter(pipeline.make_domain_dataset(cfg, batch_size=4, seed=5))
   it = make()
   _take(it, 4)
   options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
@@ -128,10 +128,10 @@ def test_shards_are_disjoint_and_cover_the_global_stream(cache_mb, augment):
   # An image identifies its sample, and random geometry must not depend on the hosts.
   cfg = _config(split="test", augment=augment, cache_mb=cache_mb)
   keys = lambda batches: [img.tobytes() for b in batches for img in b["image"]]
-  shards = [keys(_take(iter(input_pipeline.make_domain_dataset(
+  shards = [keys(_take(iter(pipeline.make_domain_dataset(
       cfg, batch_size=8, seed=0, shard_index=i, shard_count=2)), 10)) for i in range(2)]
   assert len(set(shards[0])) == 80 and not set(shards[0]) & set(shards[1])
-  single = keys(_take(iter(input_pipeline.make_domain_dataset(
+  single = keys(_take(iter(pipeline.make_domain_dataset(
       cfg, batch_size=16, seed=0, shard_index=0, shard_count=1)), 10))
   assert set(shards[0]) | set(shards[1]) == set(single)
 
@@ -139,31 +139,31 @@ def test_shards_are_disjoint_and_cover_the_global_stream(cache_mb, augment):
 @BOTH_READ_PATHS
 def test_eval_mode_is_one_pass(cache_mb):
   cfg = _config(split="test[:10%]", cache_mb=cache_mb)  # 50 records.
-  batches = list(input_pipeline.make_domain_dataset(cfg, batch_size=8, seed=0, train=False))
+  batches = list(pipeline.make_domain_dataset(cfg, batch_size=8, seed=0, train=False))
   assert len(batches) == 6  # drop_remainder
   seen = {img.tobytes() for b in batches for img in b["image"]}
   assert len(seen) == 48
 
 
 def test_small_domains_are_held_in_memory_and_read_by_batch():
-  assert input_pipeline.held_in_memory(_config())
-  assert input_pipeline.held_in_memory(_config(augment="sr_mnist", channels=3))
-  assert not input_pipeline.held_in_memory(_config(cache_mb=0))
-  assert not input_pipeline.held_in_memory(_config(cache_mb=1))  # 4,500 digits: 3.4 MB
-  assert not input_pipeline.held_in_memory(_config(augment="resize_crop"))
-  assert input_pipeline.num_workers(_config(), backend="gpu", cpu_count=16, in_memory=True) == 0
+  assert pipeline.held_in_memory(_config())
+  assert pipeline.held_in_memory(_config(augment="sr_mnist", channels=3))
+  assert not pipeline.held_in_memory(_config(cache_mb=0))
+  assert not pipeline.held_in_memory(_config(cache_mb=1))  # 4,500 digits: 3.4 MB
+  assert not pipeline.held_in_memory(_config(augment="resize_crop"))
+  assert pipeline.num_workers(_config(), backend="gpu", cpu_count=16, in_memory=True) == 0
   # Each epoch visits every record once, in a fresh order: the records the
   # record-by-record path reads.
   cfg = _config(split="test[:10%]")  # 50 records; "pad": an image identifies its record.
   keys = lambda batches: [img.tobytes() for b in batches for img in b["image"]]
-  stream = keys(_take(iter(input_pipeline.make_domain_dataset(cfg, batch_size=10, seed=0)), 10))
+  stream = keys(_take(iter(pipeline.make_domain_dataset(cfg, batch_size=10, seed=0)), 10))
   first, second = stream[:50], stream[50:]
   assert len(set(first)) == 50 and set(first) == set(second) and first != second
   cfg.cache_mb = 0
-  by_record = keys(_take(iter(input_pipeline.make_domain_dataset(cfg, batch_size=10, seed=0)),
+  by_record = keys(_take(iter(pipeline.make_domain_dataset(cfg, batch_size=10, seed=0)),
                          5))
   assert set(by_record) == set(first)
-  rgb = input_pipeline.fixed_batch(_config(channels=3, augment="sr_mnist"), 4)["image"]
+  rgb = pipeline.fixed_batch(_config(channels=3, augment="sr_mnist"), 4)["image"]
   assert rgb.shape == (4, 32, 32, 3)
   np.testing.assert_array_equal(rgb[..., 0], rgb[..., 1])
 
@@ -171,23 +171,23 @@ def test_small_domains_are_held_in_memory_and_read_by_batch():
 @BOTH_READ_PATHS
 def test_fixed_batch_is_deterministic_and_cycles_small_sources(cache_mb):
   cfg = _config(split="test[:1%]", augment="sr_mnist", cache_mb=cache_mb)  # 5 records.
-  a = input_pipeline.fixed_batch(cfg, 12, seed=3)
-  b = input_pipeline.fixed_batch(cfg, 12, seed=3)
+  a = pipeline.fixed_batch(cfg, 12, seed=3)
+  b = pipeline.fixed_batch(cfg, 12, seed=3)
   assert a["image"].shape == (12, 32, 32, 1) and a["label"].shape == (12,)
   _assert_batches_equal([a], [b])
-  assert not np.array_equal(input_pipeline.fixed_batch(cfg, 12, seed=4)["image"], a["image"])
+  assert not np.array_equal(pipeline.fixed_batch(cfg, 12, seed=4)["image"], a["image"])
 
 
 def test_configuration_errors_name_the_domain():
   with pytest.raises(ValueError, match="embedded_mnist split 'train' with augment 'none'.*"
                                        r"\(28, 28, 1\), expected \(32, 32, 1\)"):
-    input_pipeline.make_domain_dataset(_config(augment="none"), batch_size=2, seed=0)
+    pipeline.make_domain_dataset(_config(augment="none"), batch_size=2, seed=0)
   with pytest.raises(ValueError, match="larger than 24x24"):
-    input_pipeline.make_domain_dataset(_config(image_size=24), batch_size=2, seed=0)
+    pipeline.make_domain_dataset(_config(image_size=24), batch_size=2, seed=0)
   with pytest.raises(ValueError, match="unknown augment 'jitter'"):
-    input_pipeline.make_domain_dataset(_config(augment="jitter"), batch_size=2, seed=0)
+    pipeline.make_domain_dataset(_config(augment="jitter"), batch_size=2, seed=0)
   with pytest.raises(ValueError, match="has no records"):
-    input_pipeline.make_domain_dataset(_config(split="test[:0]"), batch_size=2, seed=0)
+    pipeline.make_domain_dataset(_config(split="test[:0]"), batch_size=2, seed=0)
 
 
 # ----------------------------------------------------------------------------- other sources
@@ -202,13 +202,13 @@ def test_folder_domain_with_resize_crop(tmp_path):
       image.save(tmp_path / f"class{label}" / f"{i}.png")
   cfg = _config(kind="folder", path=str(tmp_path), split="all", image_size=24, channels=3,
                 augment="resize_crop", resize=30, flip=True)
-  batch = next(iter(input_pipeline.make_domain_dataset(cfg, batch_size=5, seed=0,
-                                                       steps_per_call=2)))
+  batch = next(iter(pipeline.make_domain_dataset(cfg, batch_size=5, seed=0,
+                                                 steps_per_call=2)))
   assert batch["image"].shape == (2, 5, 24, 24, 3) and batch["image"].dtype == np.float32
   assert set(batch["label"].ravel()) <= {0, 1, 2}
-  assert input_pipeline.class_count(cfg) == 3
+  assert pipeline.class_count(cfg) == 3
   cfg.channels = 1
-  assert input_pipeline.fixed_batch(cfg, 3)["image"].shape == (3, 24, 24, 1)
+  assert pipeline.fixed_batch(cfg, 3)["image"].shape == (3, 24, 24, 1)
 
 
 def test_tfds_domain(tmp_path):
@@ -216,24 +216,24 @@ def test_tfds_domain(tmp_path):
   name = tiny_tfds_builder.prepare(data_dir)
   cfg = _config(kind="tfds", name=name, data_dir=data_dir, split="train",
                 class_probs=skewed_class_probs(skew_class=3, skew_prob=0.5))
-  batch = next(iter(input_pipeline.make_domain_dataset(cfg, batch_size=6, seed=0)))
+  batch = next(iter(pipeline.make_domain_dataset(cfg, batch_size=6, seed=0)))
   assert batch["image"].shape == (6, 32, 32, 1) and batch["label"].dtype == np.int32
   cfg.num_workers = 1  # The tfds source and the builder module reach a spawned worker.
-  it = iter(input_pipeline.make_domain_dataset(cfg, batch_size=6, seed=0))
+  it = iter(pipeline.make_domain_dataset(cfg, batch_size=6, seed=0))
   try:
     _assert_batches_equal([next(it)], [batch])
   finally:
     it.close()
   # 10 passes over the 30 re-sampled records: their share of 3s, drawn with p = 0.5.
-  fixed = input_pipeline.fixed_batch(cfg, 300)
+  fixed = pipeline.fixed_batch(cfg, 300)
   assert 0.3 < (fixed["label"] == 3).mean() < 0.7
 
 
 def test_worker_processes_give_the_same_stream():
   cfg = _config(augment="sr_mnist", class_probs=skewed_class_probs())
-  local = _take(iter(input_pipeline.make_domain_dataset(cfg, batch_size=4, seed=0)), 3)
+  local = _take(iter(pipeline.make_domain_dataset(cfg, batch_size=4, seed=0)), 3)
   cfg.num_workers = 2
-  it = iter(input_pipeline.make_domain_dataset(cfg, batch_size=4, seed=0))
+  it = iter(pipeline.make_domain_dataset(cfg, batch_size=4, seed=0))
   try:
     _assert_batches_equal(_take(it, 3), local)
   finally:
@@ -243,20 +243,20 @@ def test_worker_processes_give_the_same_stream():
 def test_read_threads_and_num_workers_auto_pick_by_platform_and_host_cores():
   cfg = _config()
   assert cfg.num_workers == -1  # auto
-  assert input_pipeline.num_workers(cfg, backend="cpu", cpu_count=16) == 0
-  assert input_pipeline.num_workers(cfg, backend="gpu", cpu_count=16) == 4
-  assert input_pipeline.num_workers(cfg, backend="tpu", cpu_count=240) == 8
-  assert input_pipeline.num_workers(cfg, backend="gpu", cpu_count=2) == 1
+  assert pipeline.num_workers(cfg, backend="cpu", cpu_count=16) == 0
+  assert pipeline.num_workers(cfg, backend="gpu", cpu_count=16) == 4
+  assert pipeline.num_workers(cfg, backend="tpu", cpu_count=240) == 8
+  assert pipeline.num_workers(cfg, backend="gpu", cpu_count=2) == 1
   cfg.num_workers = 3
-  assert input_pipeline.num_workers(cfg, backend="cpu") == 3
+  assert pipeline.num_workers(cfg, backend="cpu") == 3
   cfg.num_workers = -2
   with pytest.raises(ValueError, match="num_workers must be >= 0 or -1"):
-    input_pipeline.num_workers(cfg)
+    pipeline.num_workers(cfg)
   assert cfg.read_threads == -1  # auto
-  assert input_pipeline.read_threads(cfg, backend="cpu") == 1
-  assert input_pipeline.read_threads(cfg, backend="gpu") == 4
+  assert pipeline.read_threads(cfg, backend="cpu") == 1
+  assert pipeline.read_threads(cfg, backend="gpu") == 4
   cfg.read_threads = 2
-  assert input_pipeline.read_threads(cfg, backend="cpu") == 2
+  assert pipeline.read_threads(cfg, backend="cpu") == 2
   cfg.num_workers, cfg.read_threads = 0, 0
   with pytest.raises(ValueError, match="read_threads must be >= 1 or -1"):
-    input_pipeline.make_domain_dataset(cfg, batch_size=2, seed=0)
+    pipeline.make_domain_dataset(cfg, batch_size=2, seed=0)

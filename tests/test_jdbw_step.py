@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jdbw_tiny
-from i2i_jax import sharding
+from i2i_jax.training import sharding
 from jdbw_jax import steps, train
 
 
@@ -127,7 +127,7 @@ import jax, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 import jdbw_tiny
 from jdbw_jax import steps
-from i2i_jax import sharding
+from i2i_jax.training import sharding
 assert jax.device_count() == 8, jax.devices()
 config = jdbw_tiny.tiny_config(**{"batch_weight.scheme": SCHEME})
 model = steps.JDBW(config, (32, 32, 1), (32, 32, 1))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jdbw_tiny
-from i2i_jax import writers
+from i2i_jax.training import writers
 from jdbw_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import pytest
 from flax import struct
 
-from i2i_jax import errors, loop
-from i2i_jax.checkpoint import Checkpointer
+from i2i_jax import errors
+from i2i_jax.training import loop
+from i2i_jax.training.checkpoint import Checkpointer
 
 
 @struct.dataclass

@@ -8,8 +8,8 @@ from scipy import linalg
 from scipy.spatial import distance
 from sklearn import metrics as sklearn_metrics
 
-from i2i_jax import classifier
-from i2i_jax import metrics
+from i2i_jax.evaluation import classifier
+from i2i_jax.evaluation import metrics
 
 
 def _pytorch_fid_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):

@@ -25,8 +25,8 @@ from balagan_jax import modalities as balagan_modalities
 from balagan_jax import train as balagan_train
 from balagan_jax.steps import BalaGAN
 from configs import balagan_digits_demo, digits_demo
-from i2i_jax import sharding
-from i2i_jax.train_utils import compute_dtype
+from i2i_jax.training import sharding
+from i2i_jax.training.state import compute_dtype
 from jdbw_jax import train as jdbw_train
 from jdbw_jax.steps import JDBW
 

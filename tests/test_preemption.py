@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 import jdbw_tiny
-from i2i_jax.checkpoint import Checkpointer
+from i2i_jax.training.checkpoint import Checkpointer
 from jdbw_jax import train
 from jdbw_jax.steps import JDBW
 

@@ -3,7 +3,7 @@
 import pytest
 from absl import logging
 
-from i2i_jax.progress import ProgressReporter
+from i2i_jax.training.progress import ProgressReporter
 
 
 class _Clock:

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from i2i_jax import sharding
+from i2i_jax.training import sharding
 
 _EIGHT_DEVICE_CHECKS = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import PartitionSpec as P
-    from i2i_jax import sharding
+    from i2i_jax.training import sharding
 
     assert jax.device_count() == 8
     mesh = sharding.make_data_mesh()

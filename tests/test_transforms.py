@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from i2i_jax import datasets, transforms
+from i2i_jax.data import sources, transforms
 
 
 def _binomial_ok(counts, probs, n, sigmas=4.0):
@@ -28,7 +28,7 @@ def test_skewed_class_probs():
 
 
 def test_sr_mnist_class_frequencies():
-  base = datasets.embedded_mnist_source("train")
+  base = sources.embedded_mnist_source("train")
   probs = transforms.skewed_class_probs()
   n = 5000
   source = transforms.ClassResampledSource(base, base.all_labels(), probs, length=n, seed=3)
@@ -48,7 +48,7 @@ def test_sr_mnist_class_frequencies():
 def test_ninety_percent_shoes_from_an_imbalanced_base():
   labels = np.array([0] * 200 + [1] * 30)  # 200 bags, 30 shoes.
   images = np.arange(230, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 1), np.uint8)
-  base = datasets.ArraySource(images, labels)
+  base = sources.ArraySource(images, labels)
   source = transforms.ClassResampledSource(base, labels, [0.1, 0.9], length=5000, seed=0)
   assert len(source) == 5000 and source.num_classes == 2
   counts = np.bincount(source.all_labels(), minlength=2)
@@ -61,7 +61,7 @@ def test_ninety_percent_shoes_from_an_imbalanced_base():
 
 def test_class_resampling_errors():
   labels = np.array([0, 0, 1])
-  base = datasets.ArraySource(np.zeros((3, 2, 2), np.uint8), labels)
+  base = sources.ArraySource(np.zeros((3, 2, 2), np.uint8), labels)
   with pytest.raises(ValueError, match="sum to 1"):
     transforms.ClassResampledSource(base, labels, [0.5, 0.4])
   with pytest.raises(ValueError, match="class 2 has probability 0.2 but no samples"):
@@ -85,7 +85,7 @@ def _ink_stats(images):
 
 
 def test_skew_resize_makes_digits_smaller_and_off_centre():
-  digits, _ = datasets.load_embedded_mnist()
+  digits, _ = sources.load_embedded_mnist()
   digits = digits[:200]
   skew = transforms.SkewResize(pad=8, crop=40, out_size=32)
   pad = transforms.Pad(32)
@@ -102,7 +102,7 @@ def test_skew_resize_makes_digits_smaller_and_off_centre():
 
 
 def test_skew_resize_is_deterministic_per_rng_and_keeps_labels():
-  digit = datasets.load_embedded_mnist()[0][7]
+  digit = sources.load_embedded_mnist()[0][7]
   record = {"image": digit, "label": np.int32(4)}
   skew = transforms.SkewResize(pad=8, crop=40, out_size=32)
   a = skew.random_map(record, np.random.default_rng([1, 2]))
@@ -118,7 +118,7 @@ def test_skew_resize_is_deterministic_per_rng_and_keeps_labels():
 
 
 def test_skew_resize_batch_map_resamples_as_pil_affine():
-  digits = datasets.load_embedded_mnist()[0][:64]
+  digits = sources.load_embedded_mnist()[0][:64]
   skew = transforms.SkewResize(pad=8, crop=40, out_size=32)
   uniforms = transforms.record_uniforms(0, np.arange(64), 3)
   batch = skew.batch_map(digits, uniforms)
@@ -142,7 +142,7 @@ def test_skew_resize_batch_map_resamples_as_pil_affine():
 
 
 def test_affine_bilinear_matches_pil_and_is_zero_outside():
-  digits = datasets.load_embedded_mnist()[0][:32]
+  digits = sources.load_embedded_mnist()[0][:32]
   rng = np.random.default_rng(0)
   angles = rng.uniform(-0.3, 0.3, 32)
   matrices = np.stack([1.2 * np.cos(angles), 1.2 * np.sin(angles), rng.uniform(-4, 4, 32),
@@ -236,7 +236,7 @@ def test_to_float_and_expect_shape():
 
 
 def test_transforms_and_sources_pickle():
-  base = datasets.embedded_mnist_source("test")
+  base = sources.embedded_mnist_source("test")
   objects = [transforms.SkewResize(8, 40, 32), transforms.Pad(32), transforms.ResizeCrop(36, 32),
              transforms.ToChannels(3), transforms.ToFloat(), transforms.ExpectShape((2,), "x"),
              transforms.ClassResampledSource(base, base.all_labels(), [0.1] * 10, seed=1)]

@@ -5,7 +5,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from i2i_jax import writers
+from i2i_jax.training import writers
 
 
 def test_scalars_images_texts_round_trip(tmp_path):

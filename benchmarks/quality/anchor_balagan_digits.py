@@ -77,13 +77,13 @@ def export(args):
   and the sources/references our Evaluator and sample grid pick, so both sides are
   judged on the same 300 translations."""
   from balagan_jax import train  # pylint: disable=import-outside-toplevel
-  from i2i_jax import input_pipeline  # pylint: disable=import-outside-toplevel
+  from i2i_jax.data import domains, pipeline  # pylint: disable=import-outside-toplevel
   config = demo_config()
   src, tgt = config.data.source, config.data.target
-  a = input_pipeline.fixed_batch(src, len(input_pipeline.domain_source(src)), seed=config.seed)
-  b = input_pipeline.fixed_batch(tgt, len(input_pipeline.domain_source(tgt)), seed=config.seed)
-  sources = input_pipeline.fixed_batch(src, config.num_eval, seed=config.seed + 11)
-  references = input_pipeline.fixed_batch(tgt, config.num_eval, seed=config.seed + 12)
+  a = pipeline.fixed_batch(src, len(domains.domain_source(src)), seed=config.seed)
+  b = pipeline.fixed_batch(tgt, len(domains.domain_source(tgt)), seed=config.seed)
+  sources = pipeline.fixed_batch(src, config.num_eval, seed=config.seed + 11)
+  references = pipeline.fixed_batch(tgt, config.num_eval, seed=config.seed + 12)
   grid_x, grid_y = train.sample_inputs(config, config.num_samples)
   pathlib.Path(args.data).parent.mkdir(parents=True, exist_ok=True)
   np.savez_compressed(
@@ -226,7 +226,8 @@ def ours_rows(workdir, data, judge, num_labels, steps):
   class match of its EMA and raw generators re-translated from its checkpoints."""
   import jax  # pylint: disable=import-outside-toplevel
   from balagan_jax import translate  # pylint: disable=import-outside-toplevel
-  from i2i_jax import classifier, metrics, writers  # pylint: disable=import-outside-toplevel
+  from i2i_jax.evaluation import classifier, metrics  # pylint: disable=import-outside-toplevel
+  from i2i_jax.training import writers  # pylint: disable=import-outside-toplevel
   scalars = writers.read_event_scalars(os.path.join(workdir, "tensorboard"))
   rec = dict(scalars.get("g_rec", []))
   logged = dict(scalars.get("eval/class_match_a_to_b", []))
@@ -256,7 +257,8 @@ def score(args):
   """Class matching of every saved translation by the demo's judge (a classifier of
   B's digits, eval.classifier_steps steps), shared with the --ours run when it has one."""
   from balagan_jax import train as train_lib  # pylint: disable=import-outside-toplevel
-  from i2i_jax import classifier, evaluation, metrics  # pylint: disable=import-outside-toplevel
+  from i2i_jax.evaluation import classifier, metrics  # pylint: disable=import-outside-toplevel
+  from i2i_jax.evaluation import evaluators  # pylint: disable=import-outside-toplevel
   config = demo_config()
   data = dict(np.load(args.data))
   num_labels = train_lib.shared_label_classes(config)
@@ -266,7 +268,7 @@ def score(args):
     judge_path = os.path.join(args.ours, "eval_target_classifier.msgpack") if args.ours else ""
     if not (judge_path and os.path.exists(judge_path)):
       judge_path = os.path.join(os.path.dirname(args.data), "eval_target_classifier.msgpack")
-  judge = evaluation.cached_classifier(
+  judge = evaluators.cached_classifier(
       judge_path, lambda: train_lib.target_label_batches(config), num_labels, shape,
       steps=config.eval.classifier_steps, seed=config.seed)
   predict = lambda images: classifier.predict(judge, images, num_labels)

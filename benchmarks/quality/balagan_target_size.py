@@ -40,7 +40,9 @@ from absl import app, flags
 
 import common
 from balagan_jax import modalities, train, translate
-from i2i_jax import datasets, evaluation, input_pipeline, metrics, platform
+from i2i_jax.data import domains, pipeline, sources
+from i2i_jax.evaluation import evaluators, metrics
+from i2i_jax.training import runtime
 
 FLAGS = flags.FLAGS
 SIZES = (1000, 500, 250, 125)  # Table 2's |B|
@@ -139,7 +141,7 @@ def run_config(base, target_size: int, variant: str, run_dir: str):
     # one cluster), without training the encoder that such a clustering ignores.
     path = os.path.join(run_dir, "one_modality.npz")
     os.makedirs(run_dir, exist_ok=True)
-    num_source = len(input_pipeline.domain_source(config.data.source))
+    num_source = len(domains.domain_source(config.data.source))
     np.savez(path, source=np.zeros(num_source, np.int32))
     config.modalities.assignment = path
   elif variant != "balagan":
@@ -161,7 +163,7 @@ def source_like_domain(base, split: str, painted: bool):
 def digit_style_batches(base, num_digits: int):
   """A's digits, half grey (label d) and half painted as B (label num_digits + d)."""
   half = base.eval.classifier_batch // 2
-  streams = [iter(input_pipeline.make_domain_dataset(
+  streams = [iter(pipeline.make_domain_dataset(
       source_like_domain(base, base.data.source.split, painted), batch_size=half,
       seed=base.seed + 20 + i, shard_index=0, shard_count=1))
              for i, painted in enumerate((False, True))]
@@ -173,10 +175,10 @@ def digit_style_batches(base, num_digits: int):
 
 def feature_extractor(base, directory: str) -> metrics.FeatureExtractor:
   """ONE digit x style classifier for every run: FIDs of one table must share features."""
-  num_digits = int(datasets.source_labels(input_pipeline.domain_source(base.data.source)).max()) + 1
+  num_digits = int(sources.source_labels(domains.domain_source(base.data.source)).max()) + 1
   shape = (base.data.source.image_size,) * 2 + (base.data.source.channels,)
   os.makedirs(directory, exist_ok=True)
-  params = evaluation.cached_classifier(
+  params = evaluators.cached_classifier(
       os.path.join(directory, FEATURES_FILE),
       functools.partial(digit_style_batches, base, num_digits), 2 * num_digits, shape,
       steps=base.eval.classifier_steps, seed=base.seed)
@@ -185,8 +187,8 @@ def feature_extractor(base, directory: str) -> metrics.FeatureExtractor:
 
 def all_images(domain, seed: int) -> np.ndarray:
   """Every image of `domain` once, with evaluation preprocessing."""
-  return input_pipeline.fixed_batch(domain, len(input_pipeline.domain_source(domain)),
-                                    seed=seed)["image"]
+  return pipeline.fixed_batch(domain, len(domains.domain_source(domain)),
+                              seed=seed)["image"]
 
 
 def translations(run_dir: str, sources: np.ndarray, seed: int) -> np.ndarray:
@@ -195,13 +197,13 @@ def translations(run_dir: str, sources: np.ndarray, seed: int) -> np.ndarray:
   model, state = translate.load_model(run_dir)
   references = all_images(model.config.data.target, seed)
   pick = np.random.default_rng(seed).integers(0, len(references), len(sources))
-  out, = evaluation.in_batches(functools.partial(train.make_sampler(model), state),
+  out, = evaluators.in_batches(functools.partial(train.make_sampler(model), state),
                                (sources, references[pick]), model.config.eval.batch_size)
   return out
 
 
 def run_variant(config, target_size: int, variant: str, workdir: str, sources: np.ndarray,
-                real: evaluation.RealFeatures) -> dict:
+                real: evaluators.RealFeatures) -> dict:
   """Trains (or resumes) one run in workdir/B<size>_<variant> and scores it: a row of
   results.json's runs."""
   run_dir = os.path.join(workdir, f"B{target_size}_{variant}")
@@ -241,11 +243,11 @@ def run_benchmark(base, workdir: str, sizes=SIZES, seeds=(0,),
   sizes = sorted(sizes, reverse=True)
   shared = copy.deepcopy(base)
   shared.seed = SHARED_SEED
-  spaces = evaluation.feature_spaces(
+  spaces = evaluators.feature_spaces(
       feature_extractor(shared, os.path.join(workdir, "features")), inception_weights)
   sources = all_images(source_like_domain(shared, HELD_OUT_SOURCE_SPLIT, painted=False),
                        SHARED_SEED)
-  real = evaluation.RealFeatures(
+  real = evaluators.RealFeatures(
       all_images(source_like_domain(shared, HELD_OUT_TARGET_SPLIT, painted=True), SHARED_SEED),
       spaces, kid_subset_size=base.eval.kid_subset_size, batch_size=base.eval.batch_size)
   # Scale anchors: untranslated sources, and real painted digits from B's range.
@@ -253,7 +255,7 @@ def run_benchmark(base, workdir: str, sizes=SIZES, seeds=(0,),
   real_b.max_records = MAX_TARGET_SIZE
   anchors = {"untranslated_sources": real.score(sources, "a_to_b"),
              "real_target_images": real.score(
-                 input_pipeline.fixed_batch(real_b, len(sources), seed=SHARED_SEED)["image"],
+                 pipeline.fixed_batch(real_b, len(sources), seed=SHARED_SEED)["image"],
                  "a_to_b")}
   runs = []
   for seed in seeds:
@@ -265,7 +267,7 @@ def run_benchmark(base, workdir: str, sizes=SIZES, seeds=(0,),
   aggregated = [key for space in sorted(spaces)
                 for key in (fid_key(space), f"rise_{fid_key(space)}")]
   return {"benchmark": "balagan_target_size", "workdir": workdir, "seeds": list(seeds),
-          "num_source": len(input_pipeline.domain_source(base.data.source)),
+          "num_source": len(domains.domain_source(base.data.source)),
           "num_fid_samples": len(sources), "batch_size": base.batch_size,
           "num_steps": base.num_steps, "encoder_steps": base.encoder.num_steps,
           "features": sorted(spaces), "anchors": anchors, "runs": runs,
@@ -309,7 +311,7 @@ def format_results(results: dict) -> str:
 
 def main(argv):
   del argv
-  platform.initialize()
+  runtime.initialize()
   preset = common.preset_from_flags()
   sizes = tuple(int(s) for s in FLAGS.sizes) if FLAGS.sizes else (
       QUICK_SIZES if preset == "quick" else SIZES)

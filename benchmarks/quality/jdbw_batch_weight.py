@@ -44,8 +44,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import common
-from i2i_jax import datasets, evaluation, input_pipeline, platform
-from i2i_jax.writers import read_event_scalars
+from i2i_jax.data import domains, sources
+from i2i_jax.evaluation import evaluators
+from i2i_jax.training import runtime
+from i2i_jax.training.writers import read_event_scalars
 from jdbw_jax import batch_weight, default_config, evaluate, train
 
 FLAGS = flags.FLAGS
@@ -120,7 +122,7 @@ def build_config(preset: str):
 
 def class_frequencies(config) -> tuple[np.ndarray, np.ndarray]:
   """(p_x, p_y): the source's label frequencies and the target's re-sampled ones."""
-  labels = datasets.source_labels(input_pipeline.domain_source(config.data.source))
+  labels = sources.source_labels(domains.domain_source(config.data.source))
   p_x = np.bincount(labels, minlength=config.data.num_classes) / len(labels)
   return p_x, np.asarray(config.data.target.class_probs, np.float64)
 
@@ -157,7 +159,7 @@ def train_judges(config, directory: str) -> None:
   for name, domain in zip(("x", "y"), (config.data.source, config.data.target)):
     domain = copy.deepcopy(domain)
     domain.num_workers = 0  # a few hundred small batches
-    evaluation.cached_classifier(
+    evaluators.cached_classifier(
         os.path.join(directory, f"classifier_{name}.msgpack"),
         functools.partial(train.classifier_batches, config, domain), config.data.num_classes,
         shape, steps=config.eval.classifier_steps, seed=config.seed)
@@ -380,7 +382,7 @@ def format_results(results: dict) -> str:
 
 def main(argv):
   del argv
-  platform.initialize()
+  runtime.initialize()
   preset = common.preset_from_flags()
   unknown = set(FLAGS.schemes) - set(batch_weight.SCHEMES)
   if unknown:

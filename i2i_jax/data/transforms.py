@@ -30,7 +30,7 @@ class ClassResampledSource:
 
   Args:
     base: random-access source of records.
-    labels: the label of every record of `base` (see `datasets.source_labels`).
+    labels: the label of every record of `base` (see `sources.source_labels`).
     class_probs: probability of each class 0..K-1; labels >= K are never drawn.
     length: number of items; defaults to len(base).
     seed: selects the re-sampled set.
@@ -68,7 +68,7 @@ class ClassResampledSource:
     return self._base[int(self._table[index])]
 
   def read_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    """A batch of items, for a `base` that reads batches (`datasets.ArraySource`)."""
+    """A batch of items, for a `base` that reads batches (`sources.ArraySource`)."""
     return self._base.read_batch(self._table[indices])
 
   def all_labels(self) -> np.ndarray:

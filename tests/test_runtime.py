@@ -3,7 +3,7 @@
 import jax
 import pytest
 
-from i2i_jax import platform
+from i2i_jax.training import runtime
 
 _LAUNCHER_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS",
                        "MEGASCALE_COORDINATOR_ADDRESS", "CLOUD_TPU_TASK_ID",
@@ -18,12 +18,12 @@ def joins(monkeypatch):
   monkeypatch.setenv("I2I_JAX_CACHE_DIR", "")  # leave this process' compile cache alone
   for name in _LAUNCHER_VARIABLES:
     monkeypatch.delenv(name, raising=False)
-  monkeypatch.setattr(platform, "_on_tpu_vm", lambda: False)
+  monkeypatch.setattr(runtime, "_on_tpu_vm", lambda: False)
   return calls
 
 
 def test_single_machine_does_not_join(joins):
-  platform.initialize()
+  runtime.initialize()
   assert not joins
 
 
@@ -32,28 +32,28 @@ def test_single_machine_does_not_join(joins):
                                         ("SLURM_NTASKS", "4")])
 def test_launcher_variables_join(joins, monkeypatch, name, value):
   monkeypatch.setenv(name, value)
-  platform.initialize()
+  runtime.initialize()
   assert joins == [1]
 
 
 def test_tpu_vm_without_variables_joins_and_tolerates_a_single_host(joins, monkeypatch):
-  monkeypatch.setattr(platform, "_on_tpu_vm", lambda: True)
-  platform.initialize()
+  monkeypatch.setattr(runtime, "_on_tpu_vm", lambda: True)
+  runtime.initialize()
   assert joins == [1]
 
   def no_cluster():
     raise ValueError("coordinator_address should be defined")
 
   monkeypatch.setattr(jax.distributed, "initialize", no_cluster)
-  platform.initialize()  # warns and runs single-host
+  runtime.initialize()  # warns and runs single-host
 
 
 def test_environment_forces_the_choice(joins, monkeypatch):
   monkeypatch.setenv("SLURM_NTASKS", "4")
   monkeypatch.setenv("I2I_JAX_DISTRIBUTED", "0")
-  platform.initialize()
+  runtime.initialize()
   assert not joins
   monkeypatch.delenv("SLURM_NTASKS")
   monkeypatch.setenv("I2I_JAX_DISTRIBUTED", "1")
-  platform.initialize()
+  runtime.initialize()
   assert joins == [1]

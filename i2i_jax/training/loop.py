@@ -16,8 +16,8 @@ import numpy as np
 from absl import logging
 
 from i2i_jax import errors
-from i2i_jax.checkpoint import Checkpointer
-from i2i_jax.progress import ProgressReporter
+from i2i_jax.training.checkpoint import Checkpointer
+from i2i_jax.training.progress import ProgressReporter
 
 
 class MetricAccumulator:

@@ -15,7 +15,8 @@ from typing import Callable
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from i2i_jax import errors, platform
+from i2i_jax import errors
+from i2i_jax.training import runtime
 
 FLAGS = flags.FLAGS
 INPUT_ERROR_STATUS = 2
@@ -82,7 +83,7 @@ def run_training(train_and_evaluate: Callable) -> None:
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    platform.initialize()
+    runtime.initialize()
     logging.info("Config:\n%s", FLAGS.config)
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

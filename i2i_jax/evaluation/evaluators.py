@@ -24,8 +24,10 @@ import numpy as np
 from absl import app, flags, logging
 from etils import epath
 
-from i2i_jax import classifier, images, metrics, platform
-from i2i_jax.inception import inception_feature_extractor
+from i2i_jax import images
+from i2i_jax.evaluation import classifier, metrics
+from i2i_jax.evaluation.inception import inception_feature_extractor
+from i2i_jax.training import runtime
 
 FLAGS = flags.FLAGS
 METRICS_FILE = "metrics.json"
@@ -182,7 +184,7 @@ def cli_main(evaluate_run: Callable[..., dict]) -> Callable[[list[str]], None]:
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    platform.initialize()
+    runtime.initialize()
     results = evaluate_run(FLAGS.workdir, step=FLAGS.step or None,
                            inception_weights=FLAGS.inception_weights,
                            output_dir=FLAGS.output, num_eval=FLAGS.num_eval or None)

@@ -1,16 +1,14 @@
 """Per-domain grain pipelines: source -> (class re-sampling) -> augment -> float batches.
 
-A "domain config" (`default_domain_config`) describes where one domain's images
-come from and how they are shaped; `make_domain_dataset` turns it into an
+`make_domain_dataset` turns a domain config (`domains.default_domain_config`) into an
 iterator of training batches whose position can be checkpointed with orbax
-(`grain.checkpoint.CheckpointSave`), and `fixed_batch` gives deterministic
-samples for sample grids and evaluation.
+(`grain.checkpoint.CheckpointSave`), and `fixed_batch` gives deterministic samples
+for sample grids and evaluation.
 """
 
 import collections
 import dataclasses
 import functools
-import math
 import os
 import sys
 from typing import Any
@@ -19,10 +17,8 @@ import grain
 import jax
 import ml_collections
 import numpy as np
-from ml_collections.config_dict import placeholder
 
-from i2i_jax import datasets
-from i2i_jax import transforms
+from i2i_jax.data import domains, sources, transforms
 from i2i_jax.errors import ConfigError
 
 AUGMENTS = ("pad", "sr_mnist", "resize_crop", "none")
@@ -30,60 +26,6 @@ AUGMENTS = ("pad", "sr_mnist", "resize_crop", "none")
 # in memory is read and augmented a batch at a time.
 BATCH_AUGMENTS = ("pad", "sr_mnist", "none")
 _PREFETCH_BATCHES = 4  # Enough to hide the data time behind a training step.
-
-
-def default_domain_config() -> ml_collections.ConfigDict:
-  """Every field a domain config has, with defaults for the embedded MNIST digits.
-
-  Optional values use "" or 0 for "unset" (rather than None) so that they can be
-  overridden from the command line, e.g. --config.data.source.data_dir=/data.
-  """
-  cfg = ml_collections.ConfigDict()
-  cfg.kind = "embedded_mnist"  # "embedded_mnist" | "tfds" | "folder"
-  cfg.name = ""  # tfds dataset name, e.g. "mnist", "svhn_cropped", "celeb_a"
-  cfg.split = "train"  # tfds-style: "train", "test", "all", "train[:50%]", "all[10:]"
-  cfg.data_dir = ""  # tfds data_dir holding array_record data; "" = tfds' default
-  cfg.path = ""  # image folder (kind "folder"); class subfolders give labels
-  # Unreadable files in a folder: "skip" (with a count in the log), "fail", or
-  # "unchecked" (no up-front decoding pass; a broken file fails when read).
-  cfg.corrupt_images = "skip"
-  cfg.image_key = "image"  # tfds feature names; label_key "" = unlabelled
-  cfg.label_key = "label"
-  # Sub-domains: keep only records of this label (-1 = all), e.g. CelebA's women with
-  # label_key "attributes/Male" and keep_label 0; then at most max_records (0 = all).
-  cfg.keep_label = -1
-  cfg.max_records = 0
-  cfg.image_size = 32  # output images are image_size x image_size x channels
-  cfg.channels = 1
-  # Re-sample classes to these frequencies (e.g. skewed_class_probs()); None = as is.
-  # A tuple so it can be overridden: --config.data.target.class_probs='(0.1, 0.9)'.
-  cfg.class_probs = placeholder(tuple)
-  cfg.augment = "pad"  # one of AUGMENTS
-  cfg.resize = 0  # "resize_crop": shorter side before cropping; 0 = image_size
-  cfg.flip = False  # "resize_crop": random horizontal flips while training
-  cfg.sr_pad = 8  # "sr_mnist": pad, rotate, random sr_crop x sr_crop crop, resize
-  cfg.sr_crop = 40  # 28 + 2 * 8 = 44 -> crop 40 -> 32: digits at scale 0.8
-  cfg.sr_max_angle = math.pi / 12
-  # Paint grey images (RGB 0-255 triples; both set or neither), e.g. a styled digit domain.
-  cfg.colorize_foreground = placeholder(tuple)
-  cfg.colorize_background = placeholder(tuple)
-  # Hold the domain's decoded images in host memory when they take at most this many
-  # MB and `augment` is one of BATCH_AUGMENTS (MNIST: 24 MB, SVHN: 225 MB): training
-  # then reads and augments whole batches with numpy, many times faster than record
-  # by record (JD-BW reads 2 (d + 1) B records per step). 0 = never.
-  cfg.cache_mb = 1024
-  # Host parallelism per stream; the data never depends on it. -1 = by platform (see
-  # `read_threads` and `num_workers`): one thread and no workers on CPU, more on
-  # GPU/TPU hosts.
-  cfg.read_threads = -1  # threads reading, decoding and augmenting records
-  cfg.num_workers = -1  # grain worker processes; 0 = read in the training process
-  return cfg
-
-
-def describe_domain(cfg: ml_collections.ConfigDict) -> str:
-  """A short name of the domain for error messages, e.g. "tfds 'mnist' split 'train'"."""
-  where = {"tfds": f" {cfg.name!r}", "folder": f" {cfg.path!r}"}.get(cfg.kind, "")
-  return f"{cfg.kind}{where} split {cfg.split!r}"
 
 
 def _augment(cfg: ml_collections.ConfigDict, train: bool):
@@ -100,29 +42,20 @@ def _augment(cfg: ml_collections.ConfigDict, train: bool):
                                  flip=cfg.flip and train)
   if cfg.augment == "none":
     return None
-  raise ConfigError(f"{describe_domain(cfg)}: unknown augment {cfg.augment!r}; "
+  raise ConfigError(f"{domains.describe_domain(cfg)}: unknown augment {cfg.augment!r}; "
                    f"valid: {AUGMENTS}")
-
-
-def domain_source(cfg: ml_collections.ConfigDict):
-  """The domain's records before augmentation: its source plus any colorization."""
-  source = datasets.build_source(cfg)
-  if cfg.colorize_foreground or cfg.colorize_background:
-    source = transforms.MappedSource(source, transforms.Colorize(
-        tuple(cfg.colorize_foreground), tuple(cfg.colorize_background)))
-  return source
 
 
 def _source(cfg: ml_collections.ConfigDict, seed: int, source=None):
   """The domain's source (or the given one), re-sampled to `cfg.class_probs` if set."""
-  source = domain_source(cfg) if source is None else source
+  source = domains.domain_source(cfg) if source is None else source
   if not len(source):
-    raise ConfigError(f"{describe_domain(cfg)} has no records")
+    raise ConfigError(f"{domains.describe_domain(cfg)} has no records")
   if not cfg.class_probs:
     return source
-  labels = datasets.source_labels(source)
+  labels = sources.source_labels(source)
   if labels is None:
-    raise ConfigError(f"{describe_domain(cfg)}: class_probs needs labelled data, but the "
+    raise ConfigError(f"{domains.describe_domain(cfg)}: class_probs needs labelled data, but the "
                      "source has no labels")
   return transforms.ClassResampledSource(source, labels, cfg.class_probs, seed=seed)
 
@@ -149,7 +82,7 @@ def _records(cfg: ml_collections.ConfigDict, *, seed: int, train: bool,
     ds = ds.map(augment)
   shape = (cfg.image_size, cfg.image_size, cfg.channels)
   ds = (ds.map(transforms.ToChannels(cfg.channels))
-        .map(transforms.ExpectShape(shape, f"{describe_domain(cfg)} with augment "
+        .map(transforms.ExpectShape(shape, f"{domains.describe_domain(cfg)} with augment "
                                            f"{cfg.augment!r}")))
   _ = ds[0]  # Fail now, not in a prefetch thread, if the domain is misconfigured.
   return ds
@@ -157,12 +90,12 @@ def _records(cfg: ml_collections.ConfigDict, *, seed: int, train: bool,
 
 # The domains last held in memory, newest last: both of a method's domains stay
 # loaded while its streams, sample batches and evaluation read them.
-_IN_MEMORY: collections.OrderedDict[str, datasets.ArraySource | None] = (
+_IN_MEMORY: collections.OrderedDict[str, sources.ArraySource | None] = (
     collections.OrderedDict())
 _IN_MEMORY_DOMAINS = 2
 
 
-def _in_memory(cfg: ml_collections.ConfigDict) -> datasets.ArraySource | None:
+def _in_memory(cfg: ml_collections.ConfigDict) -> sources.ArraySource | None:
   """The domain's images (converted to `cfg.channels`) held in memory, or None where
   it is read record by record (see `cache_mb`)."""
   if cfg.cache_mb <= 0 or cfg.augment not in BATCH_AUGMENTS:
@@ -171,9 +104,10 @@ def _in_memory(cfg: ml_collections.ConfigDict) -> datasets.ArraySource | None:
   if key in _IN_MEMORY:
     _IN_MEMORY.move_to_end(key)
   else:
-    source = transforms.MappedSource(domain_source(cfg), transforms.ToChannels(cfg.channels))
-    _IN_MEMORY[key] = datasets.load_into_memory(source, int(cfg.cache_mb * 2**20),
-                                                describe_domain(cfg))
+    source = transforms.MappedSource(domains.domain_source(cfg),
+                                     transforms.ToChannels(cfg.channels))
+    _IN_MEMORY[key] = sources.load_into_memory(source, int(cfg.cache_mb * 2**20),
+                                               domains.describe_domain(cfg))
     while len(_IN_MEMORY) > _IN_MEMORY_DOMAINS:
       _IN_MEMORY.popitem(last=False)
   return _IN_MEMORY[key]
@@ -227,7 +161,7 @@ class _ReadBatch(grain.transforms.Map):
     return batch
 
 
-def _batches_in_memory(cfg: ml_collections.ConfigDict, images: datasets.ArraySource, *,
+def _batches_in_memory(cfg: ml_collections.ConfigDict, images: sources.ArraySource, *,
                        seed: int, train: bool, repeat: bool, batch_size: int,
                        shard_index: int, shard_count: int) -> grain.MapDataset:
   """uint8 batches of this host's share of a domain held in memory (see `_ReadBatch`);
@@ -240,7 +174,8 @@ def _batches_in_memory(cfg: ml_collections.ConfigDict, images: datasets.ArraySou
   shape = (cfg.image_size, cfg.image_size, cfg.channels)
   ds = grain.MapDataset.range(num_batches).map(_ReadBatch(
       source, _augment(cfg, train), seed, batch_size, shard_index, shard_count,
-      transforms.ExpectShape(shape, f"{describe_domain(cfg)} with augment {cfg.augment!r}")))
+      transforms.ExpectShape(shape, f"{domains.describe_domain(cfg)} with augment "
+                                    f"{cfg.augment!r}")))
   if num_batches:
     _ = ds[0]  # Fail now, not in a prefetch thread, if the domain is misconfigured.
   return ds
@@ -316,7 +251,7 @@ def read_threads(cfg: ml_collections.ConfigDict, backend: str | None = None) -> 
   if cfg.read_threads == -1:
     return 1 if (backend or jax.default_backend()) == "cpu" else 4
   if cfg.read_threads < 1:
-    raise ConfigError(f"{describe_domain(cfg)}: read_threads must be >= 1 or -1 (auto), "
+    raise ConfigError(f"{domains.describe_domain(cfg)}: read_threads must be >= 1 or -1 (auto), "
                       f"got {cfg.read_threads}")
   return int(cfg.read_threads)
 
@@ -337,7 +272,7 @@ def num_workers(cfg: ml_collections.ConfigDict, backend: str | None = None,
       return 0
     return min(8, max(1, (cpu_count or _usable_cpus()) // 4))
   if cfg.num_workers < 0:
-    raise ConfigError(f"{describe_domain(cfg)}: num_workers must be >= 0 or -1 (auto), got "
+    raise ConfigError(f"{domains.describe_domain(cfg)}: num_workers must be >= 0 or -1 (auto), got "
                       f"{cfg.num_workers}")
   return int(cfg.num_workers)
 
@@ -367,4 +302,4 @@ def class_count(cfg: ml_collections.ConfigDict) -> int | None:
   """Number of classes of the domain's labels (None if unlabelled)."""
   if cfg.class_probs:
     return len(cfg.class_probs)
-  return datasets.build_source(cfg).num_classes
+  return domains.build_source(cfg).num_classes

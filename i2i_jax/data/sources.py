@@ -1,30 +1,26 @@
-"""Random-access image sources: embedded MNIST, tfds (array_record) and image folders.
+"""Random-access image sources: arrays (the embedded MNIST digits), tfds, subsets, unions.
 
 Every source has `__len__` and `__getitem__`, pickles (grain workers are spawned
 processes), and returns records `{"image": uint8 (H, W, C), "label": int32 scalar}`
 with label -1 where the data carries no label. Sources also expose `num_classes`
 (None when unlabelled) and `all_labels()`, so class re-sampling and evaluation can
-read every label without decoding images.
+read every label without decoding images. Image folders are in `folders`; which
+source a domain config names, in `domains`.
 """
 
-import concurrent.futures
 import functools
 import importlib.util
 import os
-import pathlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
-from PIL import Image
 
 from i2i_jax.errors import DataError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 NO_LABEL = -1
 
 _EMBEDDED_MNIST_FILE = ("data", "data", "mnist_5k.csv.gz")
@@ -258,145 +254,6 @@ def _prepared_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuild
   return builder
 
 
-class ImageFolderSource:
-  """Image files under `root`, decoded with PIL on access to `channels` (1 or 3).
-
-  If `root` has subfolders holding images, each subfolder (sorted by name) is a
-  class, labelled by its index and listed in `class_names`; images directly in
-  `root` are unlabelled (-1). Files are sorted and then class-interleaved (see
-  `interleave_classes`), and `split` (e.g. "all", "all[:90%]") slices that list,
-  so every slice keeps the class proportions. Transparent pixels become white.
-
-  With `min_size`, JPEGs are decoded at the smallest DCT scale (1/2, 1/4 or 1/8)
-  that leaves both sides at least `min_size` (PIL's draft mode): for a pipeline
-  that shrinks them to that size anyway, decoding a 512x512 photo at 1/4 is several
-  times faster, and the DCT scaling filters like an area resize.
-  """
-
-  def __init__(self, root: str | os.PathLike, channels: int = 3, split: str = "all",
-               corrupt_images: str = "skip", min_size: int = 0):
-    if channels not in (1, 3):
-      raise DataError(f"channels must be 1 or 3, got {channels}")
-    self.root = pathlib.Path(root)
-    self.channels = channels
-    self.min_size = min_size
-    paths, labels, self.class_names = _list_images(self.root)
-    paths, labels, self.skipped = _check_images(self.root, paths, labels, corrupt_images)
-    order = interleave_classes(labels)
-    indices = split_indices(split, {"all": range(len(order))})
-    self._paths = [str(paths[i]) for i in order[indices.start:indices.stop]]
-    self._labels = labels[order[indices.start:indices.stop]]
-    self.num_classes = len(self.class_names) or None
-
-  def __len__(self) -> int:
-    return len(self._paths)
-
-  @property
-  def paths(self) -> list[str]:
-    """File of each record, in record order."""
-    return list(self._paths)
-
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    return {"image": decode_image(self._paths[index], self.channels, self.min_size),
-            "label": self._labels[index]}
-
-  def all_labels(self) -> np.ndarray:
-    return self._labels
-
-
-def _is_image(path: pathlib.Path) -> bool:
-  return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
-
-
-def _list_images(root: pathlib.Path) -> tuple[list[pathlib.Path], np.ndarray, list[str]]:
-  """(sorted paths, int32 labels, class names) of the images under `root`."""
-  if not root.is_dir():
-    raise DataError(f"image folder {root} does not exist (or is not a directory)")
-  loose = sorted(p for p in root.iterdir() if _is_image(p))
-  classes = {}
-  for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-    files = sorted(p for p in folder.rglob("*") if _is_image(p))
-    if files:
-      classes[folder.name] = files
-  if loose and classes:
-    raise DataError(f"image folder {root} mixes images directly inside it with class "
-                     f"subfolders {sorted(classes)}; use one layout or the other")
-  if not loose and not classes:
-    raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {root} "
-                     "or its subfolders")
-  if loose:
-    return loose, np.full(len(loose), NO_LABEL, np.int32), []
-  paths = [p for files in classes.values() for p in files]
-  labels = np.repeat(np.arange(len(classes), dtype=np.int32), [len(f) for f in classes.values()])
-  return paths, labels, list(classes)
-
-
-CORRUPT_IMAGE_POLICIES = ("skip", "fail", "unchecked")
-
-
-def _check_images(root: pathlib.Path, paths: list[pathlib.Path], labels: np.ndarray,
-                  policy: str) -> tuple[list[pathlib.Path], np.ndarray, list[str]]:
-  """Decodes every file once, up front, so a broken one cannot stop a run hours in.
-
-  "skip" drops unreadable files and logs how many; "fail" raises naming them;
-  "unchecked" trusts the folder (huge, known-good folders start faster) and a
-  broken file then fails when it is read. Returns (paths, labels, skipped messages).
-  """
-  if policy not in CORRUPT_IMAGE_POLICIES:
-    raise DataError(f"unknown corrupt_images policy {policy!r}; expected one of "
-                    f"{CORRUPT_IMAGE_POLICIES}")
-  if policy == "unchecked":
-    return paths, labels, []
-  # PIL decodes with the GIL released, so threads overlap the work.
-  with concurrent.futures.ThreadPoolExecutor(min(32, 4 * (os.cpu_count() or 1))) as pool:
-    problems = list(pool.map(_decode_problem, paths))
-  bad = [i for i, problem in enumerate(problems) if problem]
-  if not bad:
-    return paths, labels, []
-  messages = [f"{paths[i]}: {problems[i]}" for i in bad]
-  summary = (f"{len(bad)} of {len(paths)} image files under {root} cannot be decoded "
-             f"(first: {messages[0]})")
-  if policy == "fail":
-    raise DataError(f"{summary}; fix or remove them, or set the domain's "
-                    "corrupt_images='skip' to train without them")
-  if len(bad) == len(paths):
-    raise DataError(f"{summary}: none is left to train on")
-  logging.warning("Skipping %s.", summary)
-  keep = np.setdiff1d(np.arange(len(paths)), bad)
-  return [paths[i] for i in keep], labels[keep], messages
-
-
-def _decode_problem(path: pathlib.Path) -> str:
-  """Why `path` cannot be decoded, or "" if it can."""
-  try:
-    with Image.open(path) as image:
-      image.draft("RGB", (64, 64))  # JPEG: decode at 1/8 scale, still reading every byte
-      image.load()
-  except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... by format.
-    return f"{type(e).__name__}: {e}"
-  return ""
-
-
-def decode_image(path: str | os.PathLike, channels: int, min_size: int = 0) -> np.ndarray:
-  """An image file as uint8 (H, W, channels); DataError naming the file if it is broken.
-
-  `min_size` > 0 lets JPEGs decode at a reduced scale, both sides still >= min_size.
-  """
-  try:
-    with Image.open(path) as image:
-      if min_size > 0:
-        image.draft(image.mode, (min_size, min_size))  # Only JPEG acts on it.
-      image.load()  # Decode now, so that truncated files fail here.
-      if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-      image = image.convert("L" if channels == 1 else "RGB")
-  except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... by format.
-    raise DataError(f"cannot decode image file {path}: {e}") from e
-  array = np.asarray(image, np.uint8)
-  return array[..., None] if channels == 1 else array
-
-
 class RelabelledUnion:
   """Several sources read as one, each record carrying a label given per source.
 
@@ -465,45 +322,3 @@ def source_labels(source) -> np.ndarray | None:
   else:
     labels = np.array([source[i]["label"] for i in range(len(source))], np.int32)
   return None if (labels == NO_LABEL).all() else labels
-
-
-def _embedded(cfg: ml_collections.ConfigDict) -> ArraySource:
-  return embedded_mnist_source(cfg.split)
-
-
-def _tfds(cfg: ml_collections.ConfigDict) -> TfdsSource:
-  if not cfg.name:
-    raise DataError("a domain of kind 'tfds' needs a dataset name (field `name`)")
-  return TfdsSource(cfg.name, cfg.split, data_dir=cfg.data_dir or None,
-                    image_key=cfg.image_key, label_key=cfg.label_key or None)
-
-
-def _folder(cfg: ml_collections.ConfigDict) -> ImageFolderSource:
-  if not cfg.path:
-    raise DataError("a domain of kind 'folder' needs a directory (field `path`)")
-  # "resize_crop" shrinks the shorter side to this; JPEGs can be decoded near it.
-  min_size = (cfg.resize or cfg.image_size) if cfg.augment == "resize_crop" else 0
-  return ImageFolderSource(cfg.path, channels=cfg.channels, split=cfg.split,
-                           corrupt_images=cfg.corrupt_images, min_size=min_size)
-
-
-_SOURCE_BUILDERS = {"embedded_mnist": _embedded, "tfds": _tfds, "folder": _folder}
-
-
-def build_source(cfg: ml_collections.ConfigDict):
-  """The source a domain config describes (see `input_pipeline.default_domain_config`)."""
-  if cfg.kind not in _SOURCE_BUILDERS:
-    raise DataError(f"unknown data kind {cfg.kind!r}; valid kinds: {sorted(_SOURCE_BUILDERS)}")
-  source = _SOURCE_BUILDERS[cfg.kind](cfg)
-  if cfg.keep_label < 0 and cfg.max_records <= 0:
-    return source
-  labels = source_labels(source)
-  indices = np.arange(len(source))
-  if cfg.keep_label >= 0:
-    if labels is None:
-      raise DataError(f"keep_label={cfg.keep_label} needs labels, but the {cfg.kind} source "
-                       f"{cfg.name or cfg.path or cfg.split!r} has none (set label_key)")
-    indices = indices[labels == cfg.keep_label]
-  if cfg.max_records > 0:
-    indices = indices[:cfg.max_records]
-  return SubsetSource(source, indices, labels)

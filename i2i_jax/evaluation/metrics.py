@@ -2,7 +2,7 @@
 the agreement of a clustering with ground-truth labels (NMI, ARI, purity).
 
 Every metric here works on features, so any extractor fits: the standard FID
-Inception-v3 (`i2i_jax.inception`, when the user supplies its weights) or a small
+Inception-v3 (`inception`, when the user supplies its weights) or a small
 classifier trained on the target domain (`domain_feature_extractor`, offline).
 Numbers from different extractors are not comparable with each other.
 
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from i2i_jax import classifier
+from i2i_jax.evaluation import classifier
 
 FeatureExtractor = Callable[[np.ndarray], np.ndarray]
 
