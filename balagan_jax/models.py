@@ -6,8 +6,10 @@ and the authors' code (orpatashnik/BalaGAN, networks/GAN.py) copies FUNIT's
 to the discriminator. The modules below follow that code exactly (layer order,
 reflect padding, affine-free instance norm, activation-first residual blocks), so
 that at nf=64, 128x128 and 41 classes the parameter counts equal the authors'
-(G 29,866,435; D 54,214,674). Section 3.1's modality encoder is a ResNet-18 with
-SimCLR's projection head (Appendix A.1; networks/encoder.py).
+(G 29,866,435; D 54,214,674). Section 3.1's modality encoder (a ResNet-18 with SimCLR's
+projection head) is in `encoder`. Module fields carry the `model` config block's names
+(the discriminator's without their "d_" prefix), so `method.BalaGAN` maps the block
+onto them.
 
 All modules are NHWC. `dtype` is the compute dtype; parameters stay float32, and
 normalisation statistics and network outputs are computed in float32.
@@ -122,8 +124,8 @@ class ConvBlock(nn.Module):
     return x
 
 
-class ResBlock(nn.Module):
-  """FUNIT's `ResBlock` with instance norm: conv-IN-relu, conv-IN, identity skip.
+class InstanceNormResBlock(nn.Module):
+  """FUNIT's `ResBlock(norm='in')`: conv-IN-relu, conv-IN, identity skip.
 
   Differs from `i2i_jax.layers.ResBlock` in reflect padding and affine-free norm.
   """
@@ -204,8 +206,10 @@ class ContentEncoder(nn.Module):
     h = ConvBlock(self.nf, 7, norm="in", dtype=self.dtype)(x)
     for i in range(self.num_downsamples):
       h = ConvBlock(self.nf * 2 ** (i + 1), 4, 2, norm="in", dtype=self.dtype)(h)
-    for _ in range(self.num_res_blocks):
-      h = ResBlock(dtype=self.dtype)(h)
+    for i in range(self.num_res_blocks):
+      # Named as before the class was renamed: checkpoints and initialisations keep
+      # their parameter names (flax derives each module's init key from its name).
+      h = InstanceNormResBlock(dtype=self.dtype, name=f"ResBlock_{i}")(h)
     return h
 
 
@@ -376,76 +380,3 @@ class Discriminator(nn.Module):
     adv_map = select_class(adv_maps.astype(jnp.float32), labels)
     cls_logits = cls_maps.astype(jnp.float32).mean(axis=(1, 2))
     return adv_map, cls_logits, h.astype(jnp.float32)
-
-
-# torchvision's ResNet init: kaiming_normal_(mode='fan_out', nonlinearity='relu').
-_TORCHVISION_CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-# Stem conv (kernel, stride) and whether a 3x3/2 max-pool follows.
-STEMS = {"imagenet": (7, 2, True), "cifar": (3, 1, False)}
-
-
-class BasicBlock(nn.Module):
-  """ResNet-18's basic block (He et al., 2016) as in torchvision: two 3x3 conv-BN.
-
-  The skip is a strided 1x1 conv + BN when the shape changes. Padding is explicit
-  (1, 1) so stride-2 convs sample the same pixels as torchvision's.
-  """
-
-  features: int
-  stride: int = 1
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    conv = lambda f, k, s, p, name=None: nn.Conv(  # noqa: E731
-        f, (k, k), (s, s), padding=((p, p), (p, p)), use_bias=False, dtype=self.dtype,
-        kernel_init=_TORCHVISION_CONV_INIT, name=name)
-    norm = lambda name=None: nn.BatchNorm(  # noqa: E731
-        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype, name=name)
-    h = nn.relu(norm()(conv(self.features, 3, self.stride, 1)(x)))
-    h = norm()(conv(self.features, 3, 1, 1)(h))
-    if self.stride != 1 or x.shape[-1] != self.features:
-      x = norm("downsample_bn")(conv(self.features, 1, self.stride, 0, "downsample_conv")(x))
-    return nn.relu(h + x)
-
-
-class ContrastiveEncoder(nn.Module):
-  """Section 3.1's modality encoder: ResNet-18 from scratch + SimCLR projection head.
-
-  As the authors' `ModalitiesEncoder`: h is ResNet-18's globally pooled 512-d feature
-  (torchvision's `resnet18` minus `fc`), z = Linear(512) -> relu -> Linear(256). h is
-  clustered; z goes to the NT-Xent loss. `stem` "imagenet" is torchvision's 7x7/2 conv +
-  3x3/2 max-pool (the authors' 128px setting); "cifar" is SimCLR's 3x3/1 conv without
-  max-pool, for small images. BatchNorm statistics live in `batch_stats` (torch's
-  momentum 0.1 is flax's 0.9). Convs use torchvision's init; the projection's Dense
-  layers keep flax's default (lecun normal, zero bias) rather than torch's uniform.
-  """
-
-  stem: str = "imagenet"
-  projection_dim: int = 256
-  stage_sizes: tuple[int, ...] = (2, 2, 2, 2)
-  width: int = 64
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    if self.stem not in STEMS:
-      raise ValueError(f"unknown stem {self.stem!r}; expected one of {tuple(STEMS)}")
-    kernel, stride, max_pool = STEMS[self.stem]
-    pad = kernel // 2
-    h = nn.Conv(self.width, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
-                use_bias=False, dtype=self.dtype, kernel_init=_TORCHVISION_CONV_INIT,
-                name="stem_conv")(x)
-    h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                     name="stem_bn")(h)
-    h = nn.relu(h)
-    if max_pool:
-      h = nn.max_pool(h, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
-    for stage, num_blocks in enumerate(self.stage_sizes):
-      for block in range(num_blocks):
-        stride = 2 if stage > 0 and block == 0 else 1
-        h = BasicBlock(self.width * 2 ** stage, stride, dtype=self.dtype)(h, train)
-    rep = h.astype(jnp.float32).mean(axis=(1, 2))
-    z = nn.relu(nn.Dense(rep.shape[-1], dtype=self.dtype, name="projection_0")(rep))
-    z = nn.Dense(self.projection_dim, dtype=self.dtype, name="projection_1")(z)
-    return rep, z.astype(jnp.float32)

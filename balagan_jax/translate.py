@@ -11,22 +11,18 @@ each row instead walks the style code from reference to reference2 in N steps
 (Figure 14). Images are resized (shorter side) and centre-cropped to the run's size.
 """
 
-import json
 import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import flags, logging
 
 from balagan_jax import modalities as modalities_lib
-from balagan_jax.steps import BalaGAN
+from balagan_jax.method import BalaGAN
 from i2i_jax import images
 from i2i_jax.data import folders, sources, transforms
-from i2i_jax.errors import CheckpointError
-from i2i_jax.training import cli, runtime
-from i2i_jax.training.checkpoint import Checkpointer
+from i2i_jax.training import checkpoint, cli, runtime
 
 FLAGS = flags.FLAGS
 
@@ -46,19 +42,14 @@ def define_flags():
 def load_model(workdir: str, step: int = 0):
   """(model, state) of a run: its config, modality count and checkpoint (latest unless
   `step`)."""
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  mods = modalities_lib.Modalities.load(os.path.join(workdir, "modalities", "assignment.npz"))
-  num_classes = mods.num_classes if config.transductive else mods.k_source
+  config = checkpoint.load_config(workdir)
+  mods = modalities_lib.Modalities.load(
+      os.path.join(workdir, "modalities", modalities_lib.ASSIGNMENT_FILE))
   domain = config.data.source
-  model = BalaGAN(config, num_classes, (domain.image_size, domain.image_size, domain.channels))
-  target = jax.eval_shape(model.init_state, jax.random.key(config.seed))
-  with Checkpointer(os.path.join(workdir, "checkpoints")) as checkpointer:
-    restored = checkpointer.restore(target, step=step or None)
-  if restored is None:
-    raise CheckpointError(f"no translation checkpoint in {workdir}/checkpoints")
-  logging.info("Restored step %d from %s", restored[1], workdir)
-  return model, restored[0]
+  model = BalaGAN(config, modalities_lib.num_training_modalities(config, mods),
+                  (domain.image_size, domain.image_size, domain.channels))
+  return model, checkpoint.restore_state(
+      workdir, jax.eval_shape(model.init_state, jax.random.key(config.seed)), step)
 
 
 def load_images(path: str, domain, limit: int) -> np.ndarray:

@@ -30,7 +30,7 @@ from PIL import Image
 from balagan_jax import clustering, modalities
 from balagan_jax import train as balagan_train
 from i2i_jax.data import domains, pipeline
-from i2i_jax.training import sharding
+from i2i_jax.training import sharding, trainer
 from jdbw_jax import train as jdbw_train
 
 FLAGS = flags.FLAGS
@@ -64,7 +64,7 @@ def use_fake_folders(config, tmp: str) -> None:
 
 def jdbw_batches(config, mesh):
   """(batches, images per step as the step benchmark counts them, images read per step)."""
-  batches = jdbw_train.sharded_batches(jdbw_train.make_streams(config), mesh)
+  batches = trainer.device_batches(jdbw_train.make_streams(config), jdbw_train.put_batch, mesh)
   return batches, config.batch_size, 2 * (config.d_steps + 1) * config.batch_size
 
 
@@ -76,10 +76,11 @@ def balagan_batches(config, mesh):
   # Every modality non-empty, as k-means leaves them.
   labels = np.random.default_rng(0).permutation(np.arange(num_source) % k_source)
   mods = modalities.Modalities(labels, np.full(num_target, k_source), k_source, 1, "random")
-  num_classes = balagan_train.num_training_classes(config, mods)
+  num_modalities = modalities.num_training_modalities(config, mods)
   union = balagan_train.modality_union(config, mods)
-  streams = balagan_train.make_streams(config, union, num_classes)
-  return balagan_train.sharded_batches(streams, mesh), config.batch_size, 2 * config.batch_size
+  streams = balagan_train.make_streams(config, union, num_modalities)
+  batches = trainer.device_batches(streams, balagan_train.put_batch, mesh)
+  return batches, config.batch_size, 2 * config.batch_size
 
 
 def main(argv):

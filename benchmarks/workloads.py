@@ -9,12 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from balagan_jax import modalities
-from balagan_jax.steps import BalaGAN
+from balagan_jax import encoder
+from balagan_jax.method import BalaGAN
 from i2i_jax.benchmark import Workload
-from i2i_jax.training import sharding
 from i2i_jax.training.state import compute_dtype
-from jdbw_jax.steps import JDBW, critic_loop_kind
+from jdbw_jax.method import JDBW, critic_loop_kind
 
 
 def dtype_name(config) -> str:
@@ -48,20 +47,20 @@ def jdbw(config) -> Workload:
       images_per_step=config.batch_size, flops_step_fn=flops_step_fn)
 
 
-def balagan_translation(config, num_classes: int) -> Workload:
+def balagan_translation(config, num_modalities: int) -> Workload:
   """One D update, one G update and the EMA (the authors' order) in one jitted call."""
   size, channels = config.data.source.image_size, config.data.source.channels
-  model = BalaGAN(config, num_classes, (size, size, channels))
+  model = BalaGAN(config, num_modalities, (size, size, channels))
   rng = np.random.default_rng(0)
 
   def domain():
     return {"image": rng.uniform(-1, 1, (config.batch_size, size, size, channels)).astype(
                 np.float32),
-            "label": rng.integers(0, num_classes, config.batch_size).astype(np.int32)}
+            "label": rng.integers(0, num_modalities, config.batch_size).astype(np.int32)}
 
   return Workload(
       title=(f"BalaGAN translation step {size}x{size}, batch {config.batch_size}, "
-             f"{num_classes} modalities, {dtype_name(config)}"),
+             f"{num_modalities} modalities, {dtype_name(config)}"),
       step_fn=model.train_step, state=jax.jit(model.init_state)(jax.random.key(0)),
       batch={"content": domain(), "reference": domain()}, images_per_step=config.batch_size)
 
@@ -74,6 +73,6 @@ def balagan_encoder(config) -> Workload:
   return Workload(
       title=(f"BalaGAN contrastive encoder step {size}x{size}, batch {batch} (two views "
              f"each), {dtype_name(config)}"),
-      step_fn=modalities.make_encoder_step(config, sharding.make_data_mesh()),
-      state=modalities.init_encoder_state(config, (size, size, 3)), batch={"image": images},
+      step_fn=encoder.make_step(config),
+      state=encoder.init_encoder_state(config, (size, size, 3)), batch={"image": images},
       images_per_step=batch)

@@ -10,6 +10,7 @@ XLA:CPU is very slow at the kernel gradient of transposed convs and at the doubl
 backward of strided convs that the gradient penalty needs (see README, "Speed").
 """
 
+import dataclasses
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -19,6 +20,28 @@ DOWNSAMPLE_MODES = ("conv", "space_to_depth", "avg_pool")
 UPSAMPLE_MODES = ("transpose", "pixel_shuffle", "nearest")
 
 Dtype = Any
+
+
+def from_config(module: type[nn.Module], block, prefix: str = "", **fields) -> nn.Module:
+  """`module(**fields)`, its other fields read from the config `block` by name.
+
+  A field `f` takes `block[prefix + f]` where the block has it (one network's own
+  setting, e.g. "g_features" for a generator's `features`), else `block[f]` (a
+  setting the block's networks share, e.g. "spectral_norm"); fields found in
+  neither keep their defaults. Lists (a config read back from JSON) become tuples.
+  """
+  for field in dataclasses.fields(module):
+    if field.name in fields or field.name in ("parent", "name"):
+      continue
+    for key in (prefix + field.name, field.name):
+      if key in block:
+        fields[field.name] = _as_tuples(block[key])
+        break
+  return module(**fields)
+
+
+def _as_tuples(value):
+  return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def space_to_depth(x: jax.Array, block: int = 2) -> jax.Array:

@@ -34,12 +34,12 @@ class Generator32(nn.Module):
   stride: int = 2
   features: int = 64
   upsample: str = "transpose"
-  use_sn: bool = True
+  spectral_norm: bool = True
   dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, x, z, update_stats: bool):
-    f, sn, dt = self.features, self.use_sn, self.dtype
+    f, sn, dt = self.features, self.spectral_norm, self.dtype
     if self.stride == 1:
       h = layers.Conv(f, self.kernel, 1, sn, dtype=dt)(x, update_stats)
     else:
@@ -73,12 +73,12 @@ class ResidualGenerator(nn.Module):
   num_res: int = 4
   downsample: str = "conv"
   upsample: str = "nearest"
-  use_sn: bool = True
+  spectral_norm: bool = True
   dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, x, z, update_stats: bool):
-    sn, dt = self.use_sn, self.dtype
+    sn, dt = self.spectral_norm, self.dtype
     f = self.features
     h = nn.relu(layers.InstanceNorm(dtype=dt)(layers.Conv(f, 7, 1, sn, dtype=dt)(x, update_stats)))
     for _ in range(self.num_down):
@@ -108,17 +108,17 @@ class JointDiscriminator(nn.Module):
   (our choice: the paper only says it used "the same" design) to keep the fc sizes.
   """
 
-  level_features: Sequence[tuple[int, int]] = ((32, 64), (64, 128), (128, 256))
+  levels: Sequence[tuple[int, int]] = ((32, 64), (64, 128), (128, 256))
   res_after_level: int = 2
   final_features: int = 256
   hidden: int = 256
   downsample: str = "conv"
-  use_sn: bool = True
+  spectral_norm: bool = True
   dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, x, y, update_stats: bool):
-    sn, dt = self.use_sn, self.dtype
+    sn, dt = self.spectral_norm, self.dtype
 
     def down(features, h):
       return nn.leaky_relu(
@@ -126,7 +126,7 @@ class JointDiscriminator(nn.Module):
 
     hx, hy = x.astype(dt or x.dtype), y.astype(dt or y.dtype)
     hxy = jnp.concatenate([hx, hy], axis=-1)
-    for level, (single, joint) in enumerate(self.level_features, start=1):
+    for level, (single, joint) in enumerate(self.levels, start=1):
       joint_in = hxy if level == 1 else jnp.concatenate([hx, hxy, hy], axis=-1)
       hx, hxy, hy = down(single, hx), down(joint, joint_in), down(single, hy)
       if level == self.res_after_level:
@@ -202,27 +202,22 @@ class WeightNetworks(nn.Module):
                      f"{WEIGHT_VARIANTS}")
 
 
+GENERATORS = {"table2": Generator32, "residual": ResidualGenerator}
+
+
 def build_generator(model_cfg, out_channels: int, dtype=None) -> nn.Module:
-  """Generator from the `model` config block ("table2" at 32x32, "residual" at 128x128)."""
-  if model_cfg.generator == "table2":
-    return Generator32(out_channels, kernel=model_cfg.g_kernel, stride=model_cfg.g_stride,
-                       features=model_cfg.g_features, upsample=model_cfg.upsample,
-                       use_sn=model_cfg.spectral_norm, dtype=dtype)
-  if model_cfg.generator == "residual":
-    return ResidualGenerator(out_channels, features=model_cfg.g_features,
-                             num_down=model_cfg.g_num_down, num_res=model_cfg.g_num_res,
-                             downsample=model_cfg.downsample, upsample=model_cfg.upsample,
-                             use_sn=model_cfg.spectral_norm, dtype=dtype)
-  raise ValueError(f"unknown config.model.generator {model_cfg.generator!r}; "
-                   "expected 'table2' or 'residual'")
+  """The generator `model_cfg.generator` names ("table2" at 32x32, "residual" at
+  128x128), its fields from the `model` config block ("g_" + field, or shared)."""
+  if model_cfg.generator not in GENERATORS:
+    raise ValueError(f"unknown config.model.generator {model_cfg.generator!r}; "
+                     "expected 'table2' or 'residual'")
+  return layers.from_config(GENERATORS[model_cfg.generator], model_cfg, "g_",
+                            out_channels=out_channels, dtype=dtype)
 
 
 def build_discriminator(model_cfg, dtype=None) -> JointDiscriminator:
-  return JointDiscriminator(level_features=tuple(tuple(l) for l in model_cfg.d_levels),
-                            downsample=model_cfg.downsample, use_sn=model_cfg.spectral_norm,
-                            dtype=dtype)
+  return layers.from_config(JointDiscriminator, model_cfg, "d_", dtype=dtype)
 
 
 def build_weight_networks(model_cfg, variant: str, dtype=None) -> WeightNetworks:
-  return WeightNetworks(variant, features=model_cfg.w_features,
-                        downsample=model_cfg.downsample, dtype=dtype)
+  return layers.from_config(WeightNetworks, model_cfg, "w_", variant=variant, dtype=dtype)

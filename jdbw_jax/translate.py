@@ -9,7 +9,6 @@ Images are resized (shorter side) and centre-cropped to the run's image size. Wi
 input: the input, then one translation per noise vector (the same vectors for all).
 """
 
-import json
 import os
 
 import jax
@@ -19,10 +18,8 @@ from absl import app, flags, logging
 
 from i2i_jax import images
 from i2i_jax.data import folders, sources, transforms
-from i2i_jax.errors import CheckpointError
-from i2i_jax.training import cli, runtime
-from i2i_jax.training.checkpoint import Checkpointer
-from jdbw_jax.steps import JDBW
+from i2i_jax.training import checkpoint, cli, runtime
+from jdbw_jax.method import JDBW
 
 FLAGS = flags.FLAGS
 
@@ -43,27 +40,13 @@ def define_flags():
   flags.mark_flags_as_required(["workdir", "output"])
 
 
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise CheckpointError(f"{path} not found: --workdir must be a JD-BW training workdir")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
 def load_model(workdir: str, step: int = 0):
   """(model, state) restored from the run's checkpoint (latest unless `step`)."""
-  config = load_run_config(workdir)
+  config = checkpoint.load_config(workdir)
   shape = lambda d: (d.image_size, d.image_size, d.channels)
   model = JDBW(config, shape(config.data.source), shape(config.data.target))
-  target = jax.eval_shape(model.init_state, jax.random.key(0))
-  with Checkpointer(os.path.join(workdir, "checkpoints")) as checkpointer:
-    restored = checkpointer.restore(target, step=step or None)
-  if restored is None:
-    raise CheckpointError(f"no checkpoint in {workdir}/checkpoints")
-  state, restored_step = restored
-  logging.info("Restored step %d from %s", restored_step, workdir)
-  return model, state
+  return model, checkpoint.restore_state(
+      workdir, jax.eval_shape(model.init_state, jax.random.key(0)), step)
 
 
 def input_source(domain: ml_collections.ConfigDict, input_path, tfds_spec, data_dir):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from balagan_jax import clustering, modalities
+from balagan_jax import clustering, encoder, modalities
 from i2i_jax.data import domains, pipeline, sources
 from i2i_jax.errors import ConfigError
 from i2i_jax.evaluation import metrics
@@ -37,7 +37,7 @@ def clustered(tmp_path_factory):
 def test_clusters_end_to_end_writes_assignment_summary_and_grid(clustered):
   config, workdir, mods = clustered
   k = clustering.choose_k(NUM_SOURCE, NUM_TARGET)
-  assert (mods.k_source, mods.k_target, mods.num_classes) == (k, 1, k + 1) == (5, 1, 6)
+  assert (mods.k_source, mods.k_target, mods.num_modalities) == (k, 1, k + 1) == (5, 1, 6)
   assert mods.source_labels.shape == (NUM_SOURCE,) and mods.source_labels.dtype == np.int32
   assert mods.source_labels.min() >= 0 and mods.source_labels.max() < k
   np.testing.assert_array_equal(mods.target_labels, np.full(NUM_TARGET, k))
@@ -160,32 +160,32 @@ def test_balanced_setting_reuses_the_finished_encoder(clustered, tmp_path):
 
 def test_embeddings_are_unit_norm_and_per_image(clustered):
   config, workdir, _ = clustered
-  variables = modalities.train_encoder(config, workdir)  # finished: restored only
+  variables = encoder.train_encoder(config, workdir)  # finished: restored only
   batch = pipeline.fixed_batch(config.data.source, 21, seed=0)["image"]
-  emb = modalities.embed(variables, config, batch)  # 21: not a multiple of the batch (16)
+  emb = encoder.embed(variables, config, batch)  # 21: not a multiple of the batch (16)
   assert emb.shape == (21, config.encoder.width * 2)  # h of a two-stage encoder
   np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
   # Eval mode: an image's embedding does not depend on the rest of its batch.
-  np.testing.assert_allclose(modalities.embed(variables, config, batch[:3]), emb[:3], atol=1e-5)
+  np.testing.assert_allclose(encoder.embed(variables, config, batch[:3]), emb[:3], atol=1e-5)
   # Grey images are repeated to RGB.
-  grey = modalities.embed(variables, config, batch[:3, ..., :1])
+  grey = encoder.embed(variables, config, batch[:3, ..., :1])
   np.testing.assert_allclose(grey, emb[:3], atol=1e-5)
   # config.modalities.features="projection" clusters z instead of h.
   config = copy.deepcopy(config)
   config.modalities.features = "projection"
-  z = modalities.embed(variables, config, batch[:3])
+  z = encoder.embed(variables, config, batch[:3])
   assert z.shape == (3, config.encoder.projection_dim)
   np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)
   config.modalities.features = "pixels"
   with pytest.raises(ConfigError, match="modalities.features 'pixels'"):
-    modalities.embed(variables, config, batch[:3])
+    encoder.embed(variables, config, batch[:3])
 
 
 def test_domain_is_read_in_record_order_without_random_geometry():
   config = tiny_config()
   source = domains.build_source(config.data.source)
   seen = np.zeros(len(source), int)
-  for idx, batch in modalities._eval_batches(config.data.source, source, 48, seed=3):
+  for idx, batch in pipeline.records_in_order(config.data.source, source, 48, seed=3):
     seen[idx] += 1  # 200 = 4 * 48 + 8: the dropped remainder comes in a second pass
     for i, image in zip(idx, batch):
       raw = source[int(i)]["image"].astype(np.float32) / 127.5 - 1.0  # (28, 28, 1)
@@ -194,15 +194,15 @@ def test_domain_is_read_in_record_order_without_random_geometry():
 
 
 def test_encoder_resume_continues_from_the_checkpoint(tmp_path, caplog):
-  straight = modalities.train_encoder(tiny_config(**{"encoder.num_steps": 4}),
-                                      str(tmp_path / "straight"))
+  straight = encoder.train_encoder(tiny_config(**{"encoder.num_steps": 4}),
+                                   str(tmp_path / "straight"))
   workdir = str(tmp_path / "resumed")
-  modalities.train_encoder(tiny_config(**{"encoder.num_steps": 2}), workdir)
+  encoder.train_encoder(tiny_config(**{"encoder.num_steps": 2}), workdir)
   assert checkpoint_steps(workdir) == [2]
   # tensorboardX names event files by the second: let the second run get its own file.
   time.sleep(1.05)
   with caplog.at_level(logging.INFO):
-    resumed = modalities.train_encoder(tiny_config(**{"encoder.num_steps": 4}), workdir)
+    resumed = encoder.train_encoder(tiny_config(**{"encoder.num_steps": 4}), workdir)
   assert "resumed from step 2 of 4" in caplog.text
   assert checkpoint_steps(workdir) == [2, 4]
   # Steps 1-2 were logged by the first run and 3-4 by the second: none twice.

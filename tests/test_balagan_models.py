@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from balagan_jax import models
+from balagan_jax import encoder, models
 
 
 def num_params(tree) -> int:
@@ -151,7 +151,7 @@ def test_discriminator_rejects_odd_block_count():
 
 
 def test_contrastive_encoder_cifar_stem_and_batch_stats():
-  enc = models.ContrastiveEncoder(stem="cifar", width=8, projection_dim=16, stage_sizes=(1, 1))
+  enc = encoder.ContrastiveEncoder(stem="cifar", width=8, projection_dim=16, stage_sizes=(1, 1))
   x = jax.random.normal(jax.random.key(4), (4, 16, 16, 3))
   variables = jax.jit(lambda a: enc.init(KEY, a, train=False))(x)
   train = jax.jit(lambda v, a: enc.apply(v, a, train=True, mutable=["batch_stats"]))
@@ -163,14 +163,14 @@ def test_contrastive_encoder_cifar_stem_and_batch_stats():
 
 
 def test_contrastive_encoder_imagenet_stem_shapes():
-  enc = models.ContrastiveEncoder()
+  enc = encoder.ContrastiveEncoder()
   x = jnp.zeros((2, 128, 128, 3))
   variables = abstract_variables(enc, x, train=False)
   h, z = jax.eval_shape(lambda v: enc.apply(v, x, train=False), variables)
   assert h.shape == (2, 512) and z.shape == (2, 256)
   assert variables["params"]["stem_conv"]["kernel"].shape == (7, 7, 3, 64)
   with pytest.raises(ValueError, match="stem"):
-    abstract_variables(models.ContrastiveEncoder(stem="tiny"), x, train=False)
+    abstract_variables(encoder.ContrastiveEncoder(stem="tiny"), x, train=False)
 
 
 def test_parameter_counts_match_the_authors_models():
@@ -189,7 +189,7 @@ def test_parameter_counts_match_the_authors_models():
 
 def test_resnet18_trunk_matches_torchvision():
   """torchvision resnet18 has 11,689,512 parameters, 513,000 of them in fc."""
-  variables = abstract_variables(models.ContrastiveEncoder(), jnp.zeros((1, 128, 128, 3)),
+  variables = abstract_variables(encoder.ContrastiveEncoder(), jnp.zeros((1, 128, 128, 3)),
                                  train=False)
   params = dict(variables["params"])
   head = params.pop("projection_0"), params.pop("projection_1")

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from balagan_jax import modalities, train
+from balagan_jax import evaluate, modalities, train
 from balagan_tiny import tiny_config
 from i2i_jax.errors import ConfigError
 
@@ -31,7 +31,7 @@ def _drawn_labels(stream, num_batches: int) -> np.ndarray:
 def test_each_stream_draws_modalities_by_the_configured_sampling(pair_sampling):
   config, mods = _imbalanced(pair_sampling=pair_sampling)
   streams = train.make_streams(config, train.modality_union(config, mods),
-                               train.num_training_classes(config, mods))
+                               modalities.num_training_modalities(config, mods))
   expected = (SIZES / SIZES.sum() if pair_sampling == "images"
               else np.full(len(SIZES), 1 / len(SIZES)))
   num_draws = SIZES.sum()
@@ -52,14 +52,14 @@ def test_images_is_the_default_and_unknown_values_name_the_field():
   config, mods = _imbalanced(pair_sampling="clusters")
   with pytest.raises(ConfigError, match=r"config\.pair_sampling 'clusters'.*'images', "
                                         r"'modalities'"):
-    train.make_streams(config, train.modality_union(config, mods), mods.num_classes)
+    train.make_streams(config, train.modality_union(config, mods), mods.num_modalities)
   with pytest.raises(ConfigError, match="pair_sampling"):
     train.train_and_evaluate(config, "/nonexistent/never/created")
 
 
 def test_evaluation_classifier_batches_stay_uniform_over_modalities():
   config, mods = _imbalanced(**{"eval.classifier_batch": BATCH})
-  labels = _drawn_labels(train.modality_batches(config, mods), SIZES.sum() // BATCH)
+  labels = _drawn_labels(evaluate.modality_batches(config, mods), SIZES.sum() // BATCH)
   expected = 1 / len(SIZES)
   frequency = np.bincount(labels, minlength=len(SIZES)) / len(labels)
   np.testing.assert_array_less(np.abs(frequency - expected),

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from balagan_jax import losses, steps, train
+from balagan_jax import losses, method
 from balagan_tiny import tiny_config
-from i2i_jax.training import sharding
+from i2i_jax.training import sharding, trainer
 
 # The tiny config's modalities in training: k = 5 source clusters (|A| = 200, |B| = 40)
 # and the target, so that the step below is the one training compiles (a cache hit).
@@ -30,10 +30,10 @@ def changed(a, b):
 def model_state_step():
   """The tiny step jitted, placed and fed as training does; it donates its state, so it
   gets copies."""
-  model = steps.BalaGAN(tiny_config(), NUM_CLASSES, (32, 32, 3))
+  model = method.BalaGAN(tiny_config(), NUM_CLASSES, (32, 32, 3))
   mesh = sharding.make_data_mesh()
   state = sharding.replicate(jax.jit(model.init_state)(jax.random.key(0)), mesh)
-  jitted = train.make_train_step(model, mesh)
+  jitted = trainer.jit_train_step(model.train_step, mesh)
 
   def train_step(state, batch):
     return jitted(jax.tree_util.tree_map(jnp.copy, state), sharding.shard_batch(batch, mesh=mesh))
@@ -78,7 +78,7 @@ def funit_updates(model, state, b):
             {"d_real": l_real, "d_fake": l_fake, "r1": reg, "d_cls": l_cls})
 
   d_grads, d_metrics = jax.grad(d_loss, has_aux=True)(state.d.params)
-  new_d = state.d.apply_gradients(d_grads, model.tx_d).params
+  new_d = state.d.apply_gradients(d_grads).params
 
   def g_loss(g_params):
     g = lambda method, *a: model.gen.apply({"params": g_params}, *a, method=method)
@@ -135,7 +135,7 @@ def test_non_finite_step_is_skipped(model_state_step):
 
 
 def test_without_classifier_head_has_no_cls_loss():
-  model = steps.BalaGAN(tiny_config(use_classifier_head=False), NUM_CLASSES, (32, 32, 3))
+  model = method.BalaGAN(tiny_config(use_classifier_head=False), NUM_CLASSES, (32, 32, 3))
   state = jax.jit(model.init_state)(jax.random.key(0))
   _, metrics = jax.jit(model.train_step)(state, batch())
   assert float(metrics["d_cls"]) == 0.0
@@ -145,7 +145,7 @@ def test_without_classifier_head_has_no_cls_loss():
 def test_rmsprop_matches_pytorch_semantics():
   """v = a v + (1 - a) (g + wd p)^2;  p -= lr (g + wd p) / (sqrt(v) + eps)."""
   cfg = tiny_config().optim
-  tx = steps.rmsprop(0.1, cfg)
+  tx = method.rmsprop(0.1, cfg)
   p, g = jnp.array([1.0, -2.0]), jnp.array([0.5, 0.25])
   updates, _ = tx.update(g, tx.init(p), p)
   d = g + cfg.weight_decay * p

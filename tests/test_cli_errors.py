@@ -9,7 +9,7 @@ import jax
 
 import jdbw_tiny
 from i2i_jax.training.checkpoint import Checkpointer
-from jdbw_jax.steps import JDBW
+from jdbw_jax.method import JDBW
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TINY = ["--config.batch_size=8", "--config.model.g_features=8", "--config.model.w_features=4",

@@ -75,7 +75,7 @@ def test_table1_joint_discriminator_shapes():
 
 def test_joint_discriminator_128_keeps_fc_sizes():
   disc = models.JointDiscriminator(
-      level_features=((32, 64), (64, 128), (128, 256), (128, 256), (128, 256)))
+      levels=((32, 64), (64, 128), (128, 256), (128, 256), (128, 256)))
   variables = jax.eval_shape(lambda: disc.init(jax.random.key(0), jnp.zeros((1, 128, 128, 3)),
                                                jnp.zeros((1, 128, 128, 3)), update_stats=False))
   assert variables["params"]["Dense_0"]["Dense_0"]["kernel"].shape == (1024, 256)

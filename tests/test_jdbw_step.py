@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import jdbw_tiny
-from i2i_jax.training import sharding
-from jdbw_jax import steps, train
+from i2i_jax.training import sharding, trainer
+from jdbw_jax import method
 
 
 @pytest.fixture(scope="module")
@@ -19,10 +19,10 @@ def model_and_state():
   """The tiny config's step jitted, placed and fed as training does, so that the compile
   cache shares it with the training tests; it donates its state, so it gets copies."""
   config = jdbw_tiny.tiny_config()
-  model = steps.JDBW(config, (32, 32, 1), (32, 32, 1))
+  model = method.JDBW(config, (32, 32, 1), (32, 32, 1))
   mesh = sharding.make_data_mesh()
   state = sharding.replicate(jax.jit(model.init_state)(jax.random.key(0)), mesh)
-  jitted = train.make_train_step(model, mesh)
+  jitted = trainer.jit_train_step(model.train_step, mesh)
 
   def train_step(state, batch):
     return jitted(jax.tree_util.tree_map(jnp.copy, state),
@@ -56,8 +56,8 @@ def test_one_step_updates_generators_critic_and_weights(model_and_state):
 
 
 def critic_loop_models(d_steps=2):
-  return {loop: steps.JDBW(jdbw_tiny.tiny_config(critic_loop=loop, d_steps=d_steps),
-                           (32, 32, 1), (32, 32, 1)) for loop in ("scan", "unrolled")}
+  return {loop: method.JDBW(jdbw_tiny.tiny_config(critic_loop=loop, d_steps=d_steps),
+                            (32, 32, 1), (32, 32, 1)) for loop in ("scan", "unrolled")}
 
 
 def test_critic_steps_run_inside_one_jitted_call_scanned_or_unrolled(model_and_state):
@@ -109,7 +109,7 @@ def test_non_finite_step_leaves_state_unchanged(model_and_state):
 def test_ablation_switches(scheme, variant):
   config = jdbw_tiny.tiny_config(**{"batch_weight.scheme": scheme,
                                     "batch_weight.variant": variant})
-  model = steps.JDBW(config, (32, 32, 1), (32, 32, 1))
+  model = method.JDBW(config, (32, 32, 1), (32, 32, 1))
   state = jax.jit(model.init_state)(jax.random.key(0))
   new, metrics = jax.jit(model.train_step)(state, jdbw_tiny.synthetic_batch(config))
   assert float(metrics["finite"]) == 1.0
@@ -126,11 +126,11 @@ MULTI_DEVICE_SCRIPT = r"""
 import jax, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 import jdbw_tiny
-from jdbw_jax import steps
+from jdbw_jax import method
 from i2i_jax.training import sharding
 assert jax.device_count() == 8, jax.devices()
 config = jdbw_tiny.tiny_config(**{"batch_weight.scheme": SCHEME})
-model = steps.JDBW(config, (32, 32, 1), (32, 32, 1))
+model = method.JDBW(config, (32, 32, 1), (32, 32, 1))
 state = jax.jit(model.init_state)(jax.random.key(0))
 batch = jdbw_tiny.synthetic_batch(config)
 one_dev = jax.device_put((state, batch), jax.devices()[0])

@@ -23,12 +23,12 @@ import balagan_tiny
 import jdbw_tiny
 from balagan_jax import modalities as balagan_modalities
 from balagan_jax import train as balagan_train
-from balagan_jax.steps import BalaGAN
+from balagan_jax.method import BalaGAN
 from configs import balagan_digits_demo, digits_demo
-from i2i_jax.training import sharding
+from i2i_jax.training import sharding, trainer
 from i2i_jax.training.state import compute_dtype
 from jdbw_jax import train as jdbw_train
-from jdbw_jax.steps import JDBW
+from jdbw_jax.method import JDBW
 
 JDBW_LOSSES = ("g_loss", "w_loss", "d_loss", "critic_gap", "gp")
 BALAGAN_LOSSES = ("d_loss", "d_real", "d_fake", "r1", "d_cls", "g_loss", "g_adv", "g_rec",
@@ -82,8 +82,8 @@ def jdbw_run(config):
   model = JDBW(config, (size, size, config.data.source.channels),
                (size, size, config.data.target.channels))
   state = sharding.replicate(jax.jit(model.init_state)(jax.random.key(config.seed)), mesh)
-  return (state, jdbw_train.make_train_step(model, mesh),
-          jdbw_train.sharded_batches(streams, mesh), streams)
+  return (state, trainer.jit_train_step(model.train_step, mesh),
+          trainer.device_batches(streams, jdbw_train.put_batch, mesh), streams)
 
 
 def balagan_run(config, workdir):
@@ -91,15 +91,15 @@ def balagan_run(config, workdir):
   config.modalities.assignment = "labels"  # stage 1 is not what is being compared
   config.data.source.label_key = "label"
   mods = balagan_modalities.find_modalities(config, str(workdir))
-  num_classes = balagan_train.num_training_classes(config, mods)
+  num_classes = balagan_modalities.num_training_modalities(config, mods)
   streams = balagan_train.make_streams(config, balagan_train.modality_union(config, mods),
                                        num_classes)
   mesh = sharding.make_data_mesh()
   size = config.data.source.image_size
   model = BalaGAN(config, num_classes, (size, size, config.data.source.channels))
   state = sharding.replicate(jax.jit(model.init_state)(jax.random.key(config.seed)), mesh)
-  return (state, balagan_train.make_train_step(model, mesh),
-          balagan_train.sharded_batches(streams, mesh), streams)
+  return (state, trainer.jit_train_step(model.train_step, mesh),
+          trainer.device_batches(streams, balagan_train.put_batch, mesh), streams)
 
 
 def rounded_to_bfloat16(state):

@@ -15,7 +15,7 @@ import numpy as np
 import jdbw_tiny
 from i2i_jax.training.checkpoint import Checkpointer
 from jdbw_jax import train
-from jdbw_jax.steps import JDBW
+from jdbw_jax.method import JDBW
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _OVERRIDES = {"num_steps": 16, "checkpoint_every": 4, "log_every": 1, "sample_every": 0,

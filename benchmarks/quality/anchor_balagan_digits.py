@@ -76,7 +76,7 @@ def export(args):
   """A and B whole (the pipeline's deterministic 'pad' preprocessing, [-1, 1], NHWC),
   and the sources/references our Evaluator and sample grid pick, so both sides are
   judged on the same 300 translations."""
-  from balagan_jax import train  # pylint: disable=import-outside-toplevel
+  from balagan_jax import evaluate  # pylint: disable=import-outside-toplevel
   from i2i_jax.data import domains, pipeline  # pylint: disable=import-outside-toplevel
   config = demo_config()
   src, tgt = config.data.source, config.data.target
@@ -84,7 +84,7 @@ def export(args):
   b = pipeline.fixed_batch(tgt, len(domains.domain_source(tgt)), seed=config.seed)
   sources = pipeline.fixed_batch(src, config.num_eval, seed=config.seed + 11)
   references = pipeline.fixed_batch(tgt, config.num_eval, seed=config.seed + 12)
-  grid_x, grid_y = train.sample_inputs(config, config.num_samples)
+  grid_x, grid_y = evaluate.sample_inputs(config, config.num_samples)
   pathlib.Path(args.data).parent.mkdir(parents=True, exist_ok=True)
   np.savez_compressed(
       args.data, a_images=a["image"], a_labels=a["label"], b_images=b["image"],
@@ -256,12 +256,12 @@ def ours_rows(workdir, data, judge, num_labels, steps):
 def score(args):
   """Class matching of every saved translation by the demo's judge (a classifier of
   B's digits, eval.classifier_steps steps), shared with the --ours run when it has one."""
-  from balagan_jax import train as train_lib  # pylint: disable=import-outside-toplevel
+  from balagan_jax import evaluate as evaluate_lib  # pylint: disable=import-outside-toplevel
   from i2i_jax.evaluation import classifier, metrics  # pylint: disable=import-outside-toplevel
   from i2i_jax.evaluation import evaluators  # pylint: disable=import-outside-toplevel
   config = demo_config()
   data = dict(np.load(args.data))
-  num_labels = train_lib.shared_label_classes(config)
+  num_labels = evaluate_lib.shared_label_classes(config)
   shape = data["eval_sources"].shape[1:]
   judge_path = args.judge
   if not judge_path:
@@ -269,7 +269,7 @@ def score(args):
     if not (judge_path and os.path.exists(judge_path)):
       judge_path = os.path.join(os.path.dirname(args.data), "eval_target_classifier.msgpack")
   judge = evaluators.cached_classifier(
-      judge_path, lambda: train_lib.target_label_batches(config), num_labels, shape,
+      judge_path, lambda: evaluate_lib.target_label_batches(config), num_labels, shape,
       steps=config.eval.classifier_steps, seed=config.seed)
   predict = lambda images: classifier.predict(judge, images, num_labels)
   judge_acc = classifier.accuracy(predict(data["eval_references"]),
@@ -419,7 +419,7 @@ def _dis_block(index: int) -> int:
 def step_compare(args):
   """Loads their weights into balagan_jax, takes the same step, compares with float64."""
   import jax  # pylint: disable=import-outside-toplevel
-  from balagan_jax.steps import BalaGAN  # pylint: disable=import-outside-toplevel
+  from balagan_jax.method import BalaGAN  # pylint: disable=import-outside-toplevel
   t32, t64 = (dict(np.load(os.path.join(args.out, f"torch_{n}.npz")))
               for n in ("float32", "float64"))
   to_ours = lambda a: a.transpose(2, 3, 1, 0) if a.ndim == 4 else (a.T if a.ndim == 2 else a)

@@ -39,7 +39,7 @@ import numpy as np
 from absl import app, flags
 
 import common
-from balagan_jax import modalities, train, translate
+from balagan_jax import evaluate, modalities, train, translate
 from i2i_jax.data import domains, pipeline, sources
 from i2i_jax.evaluation import evaluators, metrics
 from i2i_jax.training import runtime
@@ -197,7 +197,7 @@ def translations(run_dir: str, sources: np.ndarray, seed: int) -> np.ndarray:
   model, state = translate.load_model(run_dir)
   references = all_images(model.config.data.target, seed)
   pick = np.random.default_rng(seed).integers(0, len(references), len(sources))
-  out, = evaluators.in_batches(functools.partial(train.make_sampler(model), state),
+  out, = evaluators.in_batches(functools.partial(evaluate.make_sampler(model), state),
                                (sources, references[pick]), model.config.eval.batch_size)
   return out
 

@@ -161,7 +161,7 @@ def train_judges(config, directory: str) -> None:
     domain.num_workers = 0  # a few hundred small batches
     evaluators.cached_classifier(
         os.path.join(directory, f"classifier_{name}.msgpack"),
-        functools.partial(train.classifier_batches, config, domain), config.data.num_classes,
+        functools.partial(evaluate.classifier_batches, config, domain), config.data.num_classes,
         shape, steps=config.eval.classifier_steps, seed=config.seed)
 
 

@@ -2,8 +2,8 @@
 
 `make_domain_dataset` turns a domain config (`domains.default_domain_config`) into an
 iterator of training batches whose position can be checkpointed with orbax
-(`grain.checkpoint.CheckpointSave`), and `fixed_batch` gives deterministic samples
-for sample grids and evaluation.
+(`grain.checkpoint.CheckpointSave`); `fixed_batch` gives deterministic samples for
+sample grids and evaluation, `records_in_order` every record in record order.
 """
 
 import collections
@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import os
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grain
@@ -303,3 +304,59 @@ def class_count(cfg: ml_collections.ConfigDict) -> int | None:
   if cfg.class_probs:
     return len(cfg.class_probs)
   return domains.build_source(cfg).num_classes
+
+
+def without_resampling(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The domain's preprocessing without `class_probs`: records as they are."""
+  cfg = ml_collections.ConfigDict(cfg.to_dict())
+  cfg.class_probs = None
+  return cfg
+
+
+def records_in_order(cfg: ml_collections.ConfigDict, source, batch_size: int, seed: int,
+                     indices: Sequence[int] | None = None
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """(record indices, images) of every record of `source` (or those at `indices`).
+
+  Reuses the domain pipeline in evaluation mode (centred crops, no flips) over a
+  union that labels each record by its own index; the pipeline's shuffling then
+  does not matter, and the batch remainder it drops is read in a second pass.
+  """
+  cfg = without_resampling(cfg)
+  indices = np.arange(len(source)) if indices is None else np.asarray(indices, np.int64)
+  remaining = indices
+  while len(remaining):
+    part = sources.RelabelledUnion([(sources.SubsetSource(source, remaining), remaining)])
+    size = min(batch_size, len(remaining))
+    seen = []
+    for batch in make_domain_dataset(cfg, batch_size=size, seed=seed, train=False,
+                                     shard_index=0, shard_count=1, source=part):
+      seen.append(batch["label"])
+      yield batch["label"].astype(np.int64), batch["image"]
+    seen = np.concatenate(seen) if seen else np.zeros(0, np.int64)
+    remaining = np.setdiff1d(remaining, seen)
+
+
+def load_records(cfg: ml_collections.ConfigDict, source, indices: np.ndarray,
+                 seed: int) -> np.ndarray:
+  """Images of the records at `indices` (unique), in that order."""
+  position = {int(i): p for p, i in enumerate(indices)}
+  out = None
+  for idx, batch in records_in_order(cfg, source, max(len(indices), 1), seed, indices):
+    if out is None:
+      out = np.zeros((len(indices), *batch.shape[1:]), batch.dtype)
+    out[[position[int(i)] for i in idx]] = batch
+  return out
+
+
+def map_records(fn: Callable[[np.ndarray], np.ndarray], cfg: ml_collections.ConfigDict,
+                source, batch_size: int, seed: int) -> np.ndarray:
+  """Rows `fn(images)` (B, d) of every record of `source`, in record order (e.g. an
+  encoder's embeddings, or the raw pixels)."""
+  out = None
+  for idx, batch in records_in_order(cfg, source, batch_size, seed):
+    rows = fn(batch)
+    if out is None:
+      out = np.zeros((len(source), rows.shape[-1]), np.float32)
+    out[idx] = rows
+  return out

@@ -25,6 +25,7 @@ from absl import app, flags, logging
 from etils import epath
 
 from i2i_jax import images
+from i2i_jax.errors import ConfigError
 from i2i_jax.evaluation import classifier, metrics
 from i2i_jax.evaluation.inception import inception_feature_extractor
 from i2i_jax.training import runtime
@@ -138,6 +139,26 @@ def fill_missing(config: ml_collections.ConfigDict,
         config[key], ml_collections.ConfigDict):
       fill_missing(config[key], value)
   return config
+
+
+def run_settings(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict,
+                 inception_weights: str | None, num_eval: int | None, *, workdir: str,
+                 can_evaluate: Callable[[ml_collections.ConfigDict, str], bool],
+                 missing_judges: str) -> tuple[ml_collections.ConfigDict, str, int]:
+  """(config, Inception weights, sample count) of an evaluation of the run in `workdir`:
+  its config completed with `defaults` (`fill_missing`), and the flags' weights and
+  count where given, else the run's.
+
+  Raises:
+    ConfigError: `can_evaluate(config, weights)` finds nothing to score with; the
+      message says why (`missing_judges`: what the run's own judges lack).
+  """
+  config = fill_missing(config, defaults)
+  weights = config.eval.inception_weights if inception_weights is None else inception_weights
+  if not can_evaluate(config, weights):
+    raise ConfigError(f"nothing to score the run in {workdir} with: {missing_judges}, and no "
+                      "Inception weights were given (--inception_weights)")
+  return config, weights, num_eval or config.num_eval
 
 
 def record_run(method: str, workdir: str, step: int, output: str | None, *, num_eval: int,

@@ -6,6 +6,7 @@ typed PRNG keys) and one item per named grain iterator, so resuming continues
 the data stream exactly where the saved run was.
 """
 
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -211,9 +212,30 @@ def _stored_shape(leaf) -> tuple[int, ...]:
 
 
 def save_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
-  """Writes the run's config to `workdir/config.json` (process 0 only) for later reference."""
-  if jax.process_index() != 0:
-    return
+  """Creates `workdir` and writes the run's config to `workdir/config.json` (process 0)
+  for later reference: `load_config` reads it back."""
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+  if jax.process_index() == 0:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+
+
+def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+  """The config that `save_config` wrote into a training workdir."""
+  path = epath.Path(workdir) / "config.json"
+  if not path.exists():
+    raise CheckpointError(f"{path} not found: --workdir must be a training workdir")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def restore_state(workdir: str | os.PathLike, target_state, step: int = 0):
+  """The state of `workdir/checkpoints` at `step` (0: the latest), with the structure of
+  `target_state` (e.g. `jax.eval_shape` of the method's init): what translation and
+  evaluation start from."""
+  with Checkpointer(os.path.join(workdir, "checkpoints")) as checkpointer:
+    restored = checkpointer.restore(target_state, step=step or None)
+  if restored is None:
+    raise CheckpointError(f"no checkpoint in {workdir}/checkpoints")
+  state, restored_step = restored
+  logging.info("Restored step %d from %s", restored_step, workdir)
+  return state

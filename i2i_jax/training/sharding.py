@@ -10,6 +10,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from i2i_jax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -25,6 +27,14 @@ def make_data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   devices = jax.devices() if devices is None else list(devices)
   return jax.make_mesh((len(devices),), (DATA_AXIS,),
                        axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+
+
+def per_host_batch_size(batch_size: int, field: str = "config.batch_size") -> int:
+  """This host's share of a global batch, which must split evenly over all devices."""
+  if batch_size % jax.device_count():
+    raise ConfigError(f"{field}={batch_size} must be divisible by the number of devices "
+                      f"({jax.device_count()})")
+  return batch_size // jax.process_count()
 
 
 def replicated_sharding(mesh: Mesh) -> NamedSharding:

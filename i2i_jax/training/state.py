@@ -1,5 +1,7 @@
 """Pure-functional network state and the method-agnostic parts of a training step."""
 
+import functools
+import operator
 from typing import Any
 
 import flax.linen as nn
@@ -15,26 +17,28 @@ class NetState(struct.PyTreeNode):
   """One network's trainable state: parameters, non-trainable stats, optimizer state.
 
   `batch_stats` holds spectral-norm power iterations (or batch-norm averages); it is an
-  empty dict for networks that have none. Optimizers live outside the state so the
-  state is a plain pytree that orbax saves and jit shards.
+  empty dict for networks that have none. The optimizer `tx` is a static field (as in
+  flax's `TrainState`): it travels with the state but is no leaf, so orbax saves and
+  jit shards the arrays alone.
   """
 
   params: Any
   batch_stats: Any
   opt_state: Any
+  tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
   @classmethod
   def create(cls, variables, tx: optax.GradientTransformation) -> "NetState":
     params = variables["params"]
     return cls(params=params, batch_stats=variables.get("batch_stats", {}),
-               opt_state=tx.init(params))
+               opt_state=tx.init(params), tx=tx)
 
   @property
   def variables(self):
     return {"params": self.params, "batch_stats": self.batch_stats}
 
-  def apply_gradients(self, grads, tx: optax.GradientTransformation, batch_stats=None):
-    updates, opt_state = tx.update(grads, self.opt_state, self.params)
+  def apply_gradients(self, grads, batch_stats=None):
+    updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
     return self.replace(params=optax.apply_updates(self.params, updates), opt_state=opt_state,
                         batch_stats=self.batch_stats if batch_stats is None else batch_stats)
 
@@ -68,3 +72,18 @@ def all_finite(tree) -> jax.Array:
   """True when every leaf of `tree` is finite (used to guard against divergence)."""
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def keep_finite_update(state, new, **finite: jax.Array):
+  """`new` if every network's check in `finite` holds, else `state`'s networks with
+  `new`'s step and rng: a diverged update is never applied, yet the step counts.
+
+  Returns (state, metrics): `finite` (0 = update skipped) and `finite_<network>` per
+  check, which the loop's log line names (`loop.skipped_updates`).
+  """
+  ok = functools.reduce(operator.and_, finite.values())
+  kept = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new,
+                                state.replace(step=new.step, rng=new.rng))
+  metrics = {"finite": ok.astype(jnp.float32)}
+  metrics.update({f"finite_{name}": check.astype(jnp.float32) for name, check in finite.items()})
+  return kept, metrics

@@ -1,8 +1,10 @@
-"""The JD-BW training step: one generator/weight update followed by d critic updates.
+"""The JD-BW method: its networks, train state and step functions.
 
+One training step is a generator/weight update followed by d critic updates:
 Algorithm 1 (two-sided) and Algorithm 2 (one-sided) of the paper, with a joint
 discriminator D(x, y) on the pairs (x, Gxy(x)) and (Gyx(y), y). The d critic steps run
-inside the same jitted call (`lax.scan`), so one dispatch covers a whole generator step.
+inside the same jitted call (`lax.scan`, or unrolled on CPU), so one dispatch covers a
+whole generator step.
 """
 
 from typing import Any
@@ -12,14 +14,16 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from i2i_jax.training.state import NetState, all_finite, apply_with_stats, compute_dtype
+from i2i_jax.training.state import (NetState, all_finite, apply_with_stats, compute_dtype,
+                                    keep_finite_update)
 from jdbw_jax import batch_weight, models
 
 sg = jax.lax.stop_gradient
 
 
 class TrainState(struct.PyTreeNode):
-  """Everything a run needs to continue: generators, critic, weighting nets, rng, step."""
+  """Everything a run needs to continue: generators, critic, weighting nets (each with its
+  optimizer), rng, step."""
 
   step: jax.Array
   rng: jax.Array
@@ -34,9 +38,10 @@ def adam(lr: float, optim_cfg) -> optax.GradientTransformation:
 
 
 class JDBW:
-  """Networks, optimizers and jittable step functions for one JD-BW configuration.
+  """Networks and jittable step functions for one JD-BW configuration.
 
-  Holds no arrays: all state travels in `TrainState`, so steps are pure functions.
+  Holds no arrays: all state (optimizers included) travels in `TrainState`, so steps
+  are pure functions.
   """
 
   def __init__(self, config, x_shape, y_shape):
@@ -53,9 +58,6 @@ class JDBW:
       raise ValueError(f"unknown config.batch_weight.scheme {self.scheme!r}; expected one of "
                        f"{batch_weight.SCHEMES}")
     self.wnets = models.build_weight_networks(mcfg, config.batch_weight.variant, dtype=dtype)
-    self.tx_g = adam(config.optim.lr_g, config.optim)
-    self.tx_d = adam(config.optim.lr_d, config.optim)
-    self.tx_w = adam(config.optim.lr_w, config.optim)
     self.noise_dim = mcfg.noise_dim
     self.num_classes = config.data.num_classes
 
@@ -72,9 +74,11 @@ class JDBW:
                               "yx": g_yx.get("batch_stats", {})}}
     d_vars = self.disc.init(kd, x, y, update_stats=False)
     w_vars = self.wnets.init(kw, x, y, x, y)
+    optim = self.config.optim
     return TrainState(step=jnp.zeros((), jnp.int32), rng=rng,
-                      g=NetState.create(g_vars, self.tx_g), d=NetState.create(d_vars, self.tx_d),
-                      w=NetState.create(w_vars, self.tx_w))
+                      g=NetState.create(g_vars, adam(optim.lr_g, optim)),
+                      d=NetState.create(d_vars, adam(optim.lr_d, optim)),
+                      w=NetState.create(w_vars, adam(optim.lr_w, optim)))
 
   def sample_noise(self, rng, batch: int) -> jax.Array:
     """z ~ U(-1, 1)^d: "noise vector, sampled uniformly" (Section 4.3)."""
@@ -142,8 +146,8 @@ class JDBW:
 
     grads, (gap_g, w_loss, ax, ay, g_stats) = jax.grad(objective, argnums=(0, 1), has_aux=True)(
         state.g.params, state.w.params)
-    g = state.g.apply_gradients(grads[0], self.tx_g, batch_stats=g_stats)
-    w = state.w.apply_gradients(grads[1], self.tx_w) if self.scheme != "none" else state.w
+    g = state.g.apply_gradients(grads[0], batch_stats=g_stats)
+    w = state.w.apply_gradients(grads[1]) if self.scheme != "none" else state.w
     metrics = {"g_loss": gap_g, "w_loss": w_loss, "clip_ratio": ratio}
     metrics.update(weight_stats("x", ax))
     metrics.update(weight_stats("y", ay))
@@ -172,7 +176,7 @@ class JDBW:
       return -gap + self.config.gp_weight * gp, (gap, gp, d_stats)
 
     (loss, (gap, gp, d_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d.params)
-    d = state.d.apply_gradients(grads, self.tx_d, batch_stats=d_stats)
+    d = state.d.apply_gradients(grads, batch_stats=d_stats)
     return state.replace(d=d), {"d_loss": loss, "critic_gap": gap, "gp": gp}, grads
 
   def train_step(self, state: TrainState, batch) -> tuple[TrainState, dict[str, Any]]:
@@ -205,19 +209,12 @@ class JDBW:
         per_step.append(m)
       (new, d_finite) = carry
       d_metrics = jax.tree_util.tree_map(lambda *v: jnp.stack(v), *per_step)
-    g_finite = all_finite((g_metrics, g_grads[0]))
-    w_finite = all_finite(g_grads[1])
-    finite = g_finite & w_finite & d_finite
-    new = new.replace(step=state.step + 1, rng=rng)
-    # A diverged step keeps the old networks but advances step and rng.
-    new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new,
-                                 state.replace(step=new.step, rng=new.rng))
+    new, finite_metrics = keep_finite_update(
+        state, new.replace(step=state.step + 1, rng=rng),
+        g=all_finite((g_metrics, g_grads[0])), w=all_finite(g_grads[1]), d=d_finite)
     metrics = dict(g_metrics)
     metrics.update({k: v.mean() for k, v in d_metrics.items()})
-    metrics["finite"] = finite.astype(jnp.float32)
-    # Which network diverged, for the loop's log line (`finite_<name>`).
-    metrics.update({f"finite_{name}": ok.astype(jnp.float32)
-                    for name, ok in (("g", g_finite), ("w", w_finite), ("d", d_finite))})
+    metrics.update(finite_metrics)
     return new, metrics
 
 

@@ -1,7 +1,8 @@
-"""BalaGAN's translation-network training step (Section 3.2) on FUNIT's trainer.
+"""The BalaGAN method's translation stage: its networks, train state and step (Section 3.2).
 
-Each iteration updates D, then G (the authors' `gan_trainer.py`), then the generator's
-EMA copy used for sampling and inference. Both updates run in ONE jitted call.
+The step follows FUNIT's trainer: each iteration updates D, then G (the authors'
+`gan_trainer.py`), then the generator's EMA copy used for sampling and inference.
+Both updates run in ONE jitted call.
 """
 
 from typing import Any
@@ -12,7 +13,8 @@ import optax
 from flax import struct
 
 from balagan_jax import losses, models
-from i2i_jax.training.state import NetState, all_finite, compute_dtype
+from i2i_jax import layers
+from i2i_jax.training.state import NetState, all_finite, compute_dtype, keep_finite_update
 
 sg = jax.lax.stop_gradient
 
@@ -31,6 +33,8 @@ def deinterleave(ab: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 class TrainState(struct.PyTreeNode):
+  """Everything a run needs to continue: G and D (each with its optimizer), G's EMA, step."""
+
   step: jax.Array
   rng: jax.Array
   g: NetState
@@ -52,22 +56,22 @@ def rmsprop(lr: float, optim_cfg) -> optax.GradientTransformation:
 
 
 class BalaGAN:
-  """Networks, optimizers and the jittable step for `num_classes` modalities."""
+  """Networks and the jittable step for `num_modalities` modalities.
 
-  def __init__(self, config, num_classes: int, image_shape):
+  Holds no arrays: all state (optimizers included) travels in `TrainState`.
+  """
+
+  def __init__(self, config, num_modalities: int, image_shape):
     self.config = config
-    m = config.model
     dtype = compute_dtype(config.compute_dtype)
-    self.num_classes = num_classes
+    self.num_modalities = num_modalities
     self.image_shape = tuple(image_shape)
-    self.gen = models.Generator(
-        nf=m.nf, nf_mlp=m.nf_mlp, latent_dim=m.latent_dim, num_mlp_blocks=m.num_mlp_blocks,
-        num_res_blocks=m.num_res_blocks, num_downsamples_content=m.num_downsamples_content,
-        num_downsamples_style=m.num_downsamples_style, out_channels=image_shape[-1], dtype=dtype)
-    self.disc = models.Discriminator(num_classes, nf=m.d_nf, num_res_blocks=m.d_num_res_blocks,
-                                     dtype=dtype)
-    self.tx_g = rmsprop(config.optim.lr_g, config.optim)
-    self.tx_d = rmsprop(config.optim.lr_d, config.optim)
+    # config.model: the generator's fields, and the discriminator's prefixed "d_"; D's
+    # classes are the modalities.
+    self.gen = layers.from_config(models.Generator, config.model,
+                                  out_channels=image_shape[-1], dtype=dtype)
+    self.disc = layers.from_config(models.Discriminator, config.model, "d_",
+                                   num_classes=num_modalities, dtype=dtype)
 
   def init_state(self, rng) -> TrainState:
     rng, kg, kd, kig, kid = jax.random.split(rng, 5)
@@ -77,9 +81,10 @@ class BalaGAN:
     # Kaiming-normal re-draw of every kernel, as the authors' `init: kaiming`.
     g_vars = {"params": models.funit_kaiming_init(kig, g_vars["params"])}
     d_vars = {"params": models.funit_kaiming_init(kid, d_vars["params"])}
-    g = NetState.create(g_vars, self.tx_g)
+    optim = self.config.optim
+    g = NetState.create(g_vars, rmsprop(optim.lr_g, optim))
     return TrainState(step=jnp.zeros((), jnp.int32), rng=rng, g=g, g_ema=g.params,
-                      d=NetState.create(d_vars, self.tx_d))
+                      d=NetState.create(d_vars, rmsprop(optim.lr_d, optim)))
 
   def translate(self, g_params, x, y):
     return self.gen.apply({"params": g_params}, x, y)
@@ -120,7 +125,7 @@ class BalaGAN:
                      "d_cls": l_cls, "d_cls_acc": acc}
 
     grads, metrics = jax.grad(loss_fn, has_aux=True)(state.d.params)
-    return state.replace(d=state.d.apply_gradients(grads, self.tx_d)), metrics, grads
+    return state.replace(d=state.d.apply_gradients(grads)), metrics, grads
 
   def g_update(self, state: TrainState, generated, generator_vjp, x, lx, y, ly):
     """FUNIT's gen_update: adversarial on translation and reconstruction (averaged),
@@ -148,7 +153,7 @@ class BalaGAN:
 
     image_grads, metrics = jax.grad(loss_fn, has_aux=True)(generated)
     (grads,) = generator_vjp(image_grads)
-    g = state.g.apply_gradients(grads, self.tx_g)
+    g = state.g.apply_gradients(grads)
     decay = self.config.ema_decay
     g_ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, state.g_ema,
                                    g.params)
@@ -176,13 +181,6 @@ class BalaGAN:
     or over the modalities, i.e. the (k+1)^2 pairs; `train.make_streams`). A non-finite
     update leaves the state unchanged."""
     new, d_out, g_out = self.updates(state, batch)
-    metrics = {**d_out[0], **g_out[0]}
-    d_finite, g_finite = all_finite(d_out), all_finite(g_out)
-    finite = d_finite & g_finite
-    new = new.replace(step=state.step + 1)
-    new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new,
-                                 state.replace(step=new.step))
-    metrics["finite"] = finite.astype(jnp.float32)
-    # Which network diverged, for the loop's log line (`finite_<name>`).
-    metrics.update(finite_d=d_finite.astype(jnp.float32), finite_g=g_finite.astype(jnp.float32))
-    return new, metrics
+    new, finite_metrics = keep_finite_update(state, new.replace(step=state.step + 1),
+                                             d=all_finite(d_out), g=all_finite(g_out))
+    return new, {**d_out[0], **g_out[0], **finite_metrics}
