@@ -5,7 +5,6 @@ uint8 first, so grids and files look the same whether they come from model
 outputs or from raw uint8 data.
 """
 
-import math
 import os
 from collections.abc import Sequence
 
@@ -52,20 +51,6 @@ def make_grid(rows: Sequence, pad: int = 2, pad_value: int = 255) -> np.ndarray:
       y, x = pad + i * (h + pad), pad + j * (w + pad)
       grid[y:y + h, x:x + w] = image  # broadcasts grey to RGB
   return grid
-
-
-def make_tiled_grid(images, ncols: int, pad: int = 2, pad_value: int = 255) -> np.ndarray:
-  """Tiles an (N, H, W, C) batch row-major into rows of `ncols` images.
-
-  Used for plain sample grids, e.g. one grid per cluster, or fixed-noise grids
-  where every column shares a noise vector.
-  """
-  images = np.asarray(images)
-  if ncols < 1:
-    raise ValueError(f"ncols must be positive, got {ncols}")
-  nrows = math.ceil(len(images) / ncols)
-  return make_grid([images[i * ncols:(i + 1) * ncols] for i in range(nrows)],
-                   pad=pad, pad_value=pad_value)
 
 
 def save_png(path: str | os.PathLike, image) -> None:

@@ -17,7 +17,8 @@ import numpy as np
 
 from i2i_jax.errors import ConfigError
 
-SCHEMES = ("two_sided", "one_sided", "none")
+WEIGHTED_SCHEMES = ("two_sided", "one_sided")
+SCHEMES = WEIGHTED_SCHEMES + ("none",)  # "none": all weights one (a plain joint critic)
 
 
 def clip_ratio(step, *, start: float, end: float, relax_steps: int) -> jax.Array:
@@ -87,15 +88,17 @@ def one_sided_weights(logits_x, logits_y, ratio):
 
 def pair_weights(scheme: str, logits_x, logits_y, ratio, normalize: bool = False):
   """Weights for the x pairs (x, Gxy x) and the y pairs (Gyx y, y), both mean ~1
-  (exactly 1 for one_sided's x side, and for two_sided with `normalize`)."""
+  (exactly 1 for one_sided's x side, and for two_sided with `normalize`).
+
+  Scheme "none" has no weighting networks to give logits: its weights are ones
+  (`method.JDBW.pair_weights`).
+  """
   if scheme == "two_sided":
     return two_sided_weights(logits_x, logits_y, ratio, normalize)
   if scheme == "one_sided":
     return one_sided_weights(logits_x, logits_y, ratio)
-  if scheme == "none":
-    b = logits_x.shape[0]
-    return jnp.ones((b,), jnp.float32), jnp.ones((b,), jnp.float32)
-  raise ConfigError(f"unknown batch weight scheme {scheme!r}; expected one of {SCHEMES}")
+  raise ConfigError(f"unknown batch weight scheme {scheme!r}; expected one of "
+                    f"{WEIGHTED_SCHEMES}")
 
 
 def weighted_critic_gap(d_x, d_y, weights_x, weights_y):

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jdbw_jax import batch_weight
+import jdbw_tiny
+from jdbw_jax import batch_weight, method
 
 
 def sigmoid(v):
@@ -74,7 +75,10 @@ def test_clip_ratio_schedule_relaxes_geometrically():
 
 
 def test_no_batch_weight_is_all_ones():
-  ax, ay = batch_weight.pair_weights("none", jnp.zeros((3, 2)), jnp.zeros((3, 2)), jnp.inf)
+  model = method.JDBW(jdbw_tiny.tiny_config(**{"batch_weight.scheme": "none"}), (32, 32, 1),
+                      (32, 32, 1))
+  images = jnp.zeros((3, 32, 32, 1))
+  ax, ay = model.pair_weights(None, images, images, images, images, jnp.inf)
   np.testing.assert_array_equal(ax, np.ones(3))
   np.testing.assert_array_equal(ay, np.ones(3))
   with pytest.raises(ValueError, match="unknown batch weight scheme 'bogus'"):

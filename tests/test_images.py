@@ -50,13 +50,6 @@ def test_make_grid_rejects_mismatched_sizes():
     images.make_grid([np.zeros((1, 4, 4, 3)), np.zeros((1, 8, 8, 3))])
 
 
-def test_make_tiled_grid():
-  batch = np.arange(5, dtype=np.uint8)[:, None, None, None] * np.ones((5, 2, 2, 1), np.uint8)
-  grid = images.make_tiled_grid(batch, ncols=2, pad=0, pad_value=255)
-  assert grid.shape == (3 * 2, 2 * 2, 1)
-  np.testing.assert_array_equal(grid[::2, ::2, 0], [[0, 1], [2, 3], [4, 255]])
-
-
 @pytest.mark.parametrize("channels, mode", [(1, "L"), (3, "RGB")])
 def test_save_png_round_trip(tmp_path, channels, mode):
   image = np.random.default_rng(0).integers(0, 256, (6, 7, channels), dtype=np.uint8)

@@ -91,7 +91,7 @@ def test_class_probs_and_sr_mnist_pipeline(cache_mb):
   batch = next(iter(pipeline.make_domain_dataset(cfg, batch_size=500, seed=0)))
   zeros = (batch["label"] == 0).mean()
   assert 0.43 < zeros < 0.57  # 0.5 within 3 binomial standard deviations.
-  assert pipeline.class_count(cfg) == 10
+  assert domains.build_source(cfg).num_classes == 10
 
 
 @BOTH_READ_PATHS
@@ -206,7 +206,7 @@ def test_folder_domain_with_resize_crop(tmp_path):
                                                  steps_per_call=2)))
   assert batch["image"].shape == (2, 5, 24, 24, 3) and batch["image"].dtype == np.float32
   assert set(batch["label"].ravel()) <= {0, 1, 2}
-  assert pipeline.class_count(cfg) == 3
+  assert domains.build_source(cfg).num_classes == 3
   cfg.channels = 1
   assert pipeline.fixed_batch(cfg, 3)["image"].shape == (3, 24, 24, 1)
 

@@ -299,13 +299,6 @@ def fixed_batch(cfg: ml_collections.ConfigDict, n: int, seed: int = 0,
   return transforms.ToFloat().map(batch)
 
 
-def class_count(cfg: ml_collections.ConfigDict) -> int | None:
-  """Number of classes of the domain's labels (None if unlabelled)."""
-  if cfg.class_probs:
-    return len(cfg.class_probs)
-  return domains.build_source(cfg).num_classes
-
-
 def without_resampling(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The domain's preprocessing without `class_probs`: records as they are."""
   cfg = ml_collections.ConfigDict(cfg.to_dict())

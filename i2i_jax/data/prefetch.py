@@ -63,6 +63,7 @@ class DevicePrefetcher:
     return self
 
   def __exit__(self, *exc_info) -> None:
+    del exc_info
     self.close()
 
   def _state(self, name: str):

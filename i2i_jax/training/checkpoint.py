@@ -182,6 +182,7 @@ class Checkpointer:
     return self
 
   def __exit__(self, *exc_info):
+    del exc_info
     self.close()
 
 

@@ -42,9 +42,6 @@ class MetricAccumulator:
     self._pending = []
     return fetched
 
-  def fetch_mean(self) -> dict[str, np.ndarray]:
-    return mean_metrics(self.fetch())
-
 
 def mean_metrics(per_step: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
   if not per_step:
@@ -98,6 +95,7 @@ class PreemptionGuard:
     self.requested = True
 
   def __exit__(self, *exc):
+    del exc
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
     return False

@@ -86,6 +86,7 @@ class MetricWriter:
     return self
 
   def __exit__(self, *exc_info):
+    del exc_info
     self.close()
 
 
