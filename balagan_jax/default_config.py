@@ -1,9 +1,10 @@
 """Base BalaGAN configuration; the files in configs/ start from it.
 
 Numbers follow the paper (Sections 3-4, appendices) and, where it is silent, the
-authors' code and its FUNIT upstream (../shared/notes/anchors.md): RMSprop with weight
-decay 1e-4, lr 1e-4 for G and D, loss weights gan 1 / reconstruction 0.1 / feature
-matching 1, R1 weight 10, generator EMA 0.999, nf 64, 10 discriminator blocks.
+authors' code (github.com/orpatashnik/BalaGAN: configs/dog2wolf.yaml, gan_trainer.py)
+and its FUNIT upstream (github.com/NVlabs/FUNIT: configs/funit_animals.yaml): RMSprop
+with weight decay 1e-4, lr 1e-4 for G and D, loss weights gan 1 / reconstruction 0.1 /
+feature matching 1, R1 weight 10, generator EMA 0.999, nf 64, 10 discriminator blocks.
 """
 
 import ml_collections

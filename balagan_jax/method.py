@@ -43,7 +43,7 @@ class TrainState(struct.PyTreeNode):
 
 
 def rmsprop(lr: float, optim_cfg) -> optax.GradientTransformation:
-  """PyTorch RMSprop with weight decay, as the authors' trainer (anchors.md).
+  """PyTorch RMSprop with weight decay, as the authors' trainer (gan_trainer.py).
 
   torch adds weight_decay * param to the gradient, keeps alpha-averaged squares and
   divides by sqrt(v) + eps (eps outside the root).

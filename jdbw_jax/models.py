@@ -4,6 +4,8 @@ Architectures follow Appendix B of "Batch weight for domain adaptation with mass
 shift": Table 2 (32x32 generator), Table 1 (joint discriminator), B.1 (weighting
 networks) and Section 4.3 (128x128: MUNIT generators without AdaIN, spectral norm).
 Every module is NHWC and takes `update_stats` for its spectral-norm power iteration.
+Module fields carry the `model` config block's names, without the "g_" / "d_" / "w_"
+prefix of one network's own settings, so `build_*` map the block onto them.
 """
 
 from typing import Any, Sequence

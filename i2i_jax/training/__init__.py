@@ -1,0 +1,13 @@
+"""Training: the skeleton every stage of every method runs, and what it stands on.
+
+  trainer     the skeleton: restore or init, replicate, jit, loop with TensorBoard,
+              samples and evaluation (`Trainer`, `Schedule`)
+  loop        the step loop: periodic actions, checkpoints, preemption, divergence
+  state       `NetState` (params, stats, optimizer state, optimizer) and step helpers
+  checkpoint  orbax checkpoints of the state and the streams' positions; config.json
+  writers     TensorBoard events without TensorFlow, and a reader for tests
+  progress    steps/s, input wait and ETA lines
+  sharding    the data-parallel mesh, batch sharding, the per-host batch size
+  cli         --config/--workdir entrypoints with one-line errors
+  runtime     process set-up: multi-host join, compile cache
+"""
