@@ -53,9 +53,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_weight = ml_collections.ConfigDict()
   config.batch_weight.scheme = "two_sided"  # "two_sided" (Alg. 1), "one_sided" (Alg. 2), "none"
   config.batch_weight.variant = "composite"  # "composite" (default, B.1), "joint", "single"
-  # two_sided: divide each side's pair weights by their batch mean (see
-  # batch_weight.two_sided_weights); False is Algorithm 1 as written.
-  config.batch_weight.normalize = False
+  # two_sided: divide each side's pair weights by their batch mean, so the re-weighted
+  # samples stay probability measures as Eqs. 10-12 assume; False is Algorithm 1 as
+  # written, whose W scaled whole sides instead of re-weighting classes in the digits
+  # demo (README "Results"; batch_weight.two_sided_weights).
+  config.batch_weight.normalize = True
   config.batch_weight.clip = ml_collections.ConfigDict()
   # Highest/lowest weight ratio within a batch, relaxed geometrically from `start` to
   # `end` over `relax_steps` generator steps (Section 4.3: "gradually relax"); the

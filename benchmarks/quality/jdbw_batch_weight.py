@@ -52,6 +52,14 @@ from jdbw_jax import batch_weight, default_config, evaluate, train
 
 FLAGS = flags.FLAGS
 SCHEMES = ("two_sided", "none")
+# What each --schemes name trains: batch_weight.scheme, and for two_sided whether the
+# pair weights are normalised per batch (the default) or used as Algorithm 1 writes them.
+SCHEME_SETTINGS = {
+    "two_sided": {"scheme": "two_sided", "normalize": True},
+    "two_sided_unnormalized": {"scheme": "two_sided", "normalize": False},
+    "one_sided": {"scheme": "one_sided", "normalize": False},
+    "none": {"scheme": "none", "normalize": False},
+}
 JUDGE_FILES = ("classifier_x.msgpack", "classifier_y.msgpack")
 JUDGE_SEED = 0  # one pair of judges for every seed: the seeds differ in training only
 WINDOW_FRACTION = 0.2  # start / end values: the mean over the first / last fifth of logs
@@ -86,7 +94,9 @@ GPU_DATA_WORKERS = {"source": 4, "target": 8}
 
 def define_flags():
   flags.DEFINE_list("schemes", list(SCHEMES), "Batch-weight schemes to compare: two_sided "
-                    "(Algorithm 1), one_sided (Algorithm 2), none (no batch weight).")
+                    "(Algorithm 1, weights normalised per batch), two_sided_unnormalized "
+                    "(Algorithm 1 as written), one_sided (Algorithm 2), none (no batch "
+                    "weight).")
 
 
 def build_config(preset: str):
@@ -199,7 +209,7 @@ def run_scheme(config, scheme: str, run_dir: str, judges_dir: str, skew: int):
   results.json, and its per-class share series {side: (steps, shares)} for Figure 3.
   `skew` is the class whose shares the table shows."""
   config = copy.deepcopy(config)
-  config.batch_weight.scheme = scheme
+  config.batch_weight.update(SCHEME_SETTINGS[scheme])
   os.makedirs(run_dir, exist_ok=True)
   for name in JUDGE_FILES:
     shutil.copyfile(os.path.join(judges_dir, name), os.path.join(run_dir, name))
@@ -316,7 +326,7 @@ def plot_figure3(series: dict, *, skew_class: int, rebalanced_share: float) -> F
   figure.legend(*axes[0, 0].get_legend_handles_labels(), title="class", fontsize=8,
                 title_fontsize=8, loc="outside right center")
   figure.suptitle(f"Per-class weight share, moving average over {SMOOTHING_FRACTION:.0%} of "
-                  f"training; mean of {seeds} seed(s)"
+                  f"training;\nmean of {seeds} seed(s)"
                   + (f", band: class {skew_class}'s range" if seeds > 1 else ""),
                   fontsize=10)
   return figure
@@ -384,9 +394,9 @@ def main(argv):
   del argv
   runtime.initialize()
   preset = common.preset_from_flags()
-  unknown = set(FLAGS.schemes) - set(batch_weight.SCHEMES)
+  unknown = set(FLAGS.schemes) - set(SCHEME_SETTINGS)
   if unknown:
-    raise app.UsageError(f"unknown --schemes {sorted(unknown)}; valid: {batch_weight.SCHEMES}")
+    raise app.UsageError(f"unknown --schemes {sorted(unknown)}; valid: {tuple(SCHEME_SETTINGS)}")
   workdir = common.workdir_from_flags("jdbw")
   results = run_benchmark(build_config(preset), workdir, tuple(FLAGS.schemes),
                           common.seeds_from_flags(preset))
