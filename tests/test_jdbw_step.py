@@ -50,8 +50,11 @@ def test_one_step_updates_generators_critic_and_weights(model_and_state):
     assert np.isfinite(float(metrics[name])), name
   assert float(metrics["finite"]) == 1.0
   np.testing.assert_allclose(metrics["class_share_x"].sum(), 1.0, rtol=1e-5)
-  # Two-sided weights lie in [1/2, 1] and respect the clip ratio.
-  assert 0.5 <= float(metrics["weight_x_min"]) <= float(metrics["weight_x_max"]) <= 1.0
+  # Normalised two-sided weights (the default) have batch mean 1 and a positive floor,
+  # and respect the clip ratio.
+  assert config.batch_weight.normalize
+  np.testing.assert_allclose(float(metrics["weight_x_mean"]), 1.0, rtol=1e-5)
+  assert 0.0 < float(metrics["weight_x_min"]) <= 1.0 <= float(metrics["weight_x_max"])
   assert float(metrics["weight_x_ratio"]) <= float(metrics["clip_ratio"]) + 1e-5
 
 
