@@ -13,6 +13,8 @@ overrides "auto" (bf16 on GPU/TPU); `--xla_gpu_flags` adds
 i2i_jax.benchmark.GPU_XLA_FLAGS.
 """
 
+import json
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -26,6 +28,7 @@ flags.DEFINE_integer("num_classes", 41, "Modalities k + 1 (AFD: 40 + 1).")
 flags.DEFINE_integer("steps", 10, "Timed steps.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
 flags.DEFINE_bool("xla_gpu_flags", False, "Add i2i_jax.benchmark.GPU_XLA_FLAGS to XLA_FLAGS.")
+flags.DEFINE_string("output", None, "Also write the figures here, as JSON.")
 
 
 def main(argv):
@@ -38,6 +41,9 @@ def main(argv):
     workload = workloads.balagan_encoder(FLAGS.config)
   figures = benchmark.time_step(workload, steps=FLAGS.steps, warmup=FLAGS.warmup)
   print(benchmark.format_results(workload.title, figures))
+  if FLAGS.output:
+    with open(FLAGS.output, "w") as f:
+      json.dump({"title": workload.title, **figures}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ which). If the pipeline's steps/s are below the step benchmark's, raise
 `--config.data.source.read_threads` or `num_workers` (the target's for JD-BW too).
 """
 
+import json
 import os
 import tempfile
 import time
@@ -42,6 +43,7 @@ flags.DEFINE_integer("warmup", 5, "Untimed batches first (threads and workers st
 flags.DEFINE_integer("fake_images", 0,
                      "If > 0, read both domains from folders of this many generated JPEGs.")
 flags.DEFINE_integer("fake_size", 512, "Side of the generated JPEGs (AFHQ's is 512).")
+flags.DEFINE_string("output", None, "Also write the figures here, as JSON.")
 
 
 def write_fake_folder(root: str, count: int, size: int, seed: int) -> str:
@@ -122,6 +124,12 @@ def main(argv):
       "as the step benchmark counts them",
       f"decode rate       {read_per_step / step_s:.1f} images/s",
   ]))
+  if FLAGS.output:
+    with open(FLAGS.output, "w") as f:
+      json.dump({"device": f"{jax.devices()[0].platform} x{jax.device_count()}",
+                 "first_batch_s": first_s, "ms_per_step": 1e3 * step_s,
+                 "steps_per_s": 1 / step_s, "images_per_s": images_per_step / step_s,
+                 "decode_images_per_s": read_per_step / step_s}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ Images/s counts the source images of the generator step; the d critic steps cons
 d more batches per domain, so data throughput is (d + 1) times higher.
 """
 
+import json
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -25,6 +27,7 @@ config_flags.DEFINE_config_file("config", "configs/mnist_srmnist.py", "JD-BW con
 flags.DEFINE_integer("steps", 10, "Timed generator steps.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
 flags.DEFINE_bool("xla_gpu_flags", False, "Add i2i_jax.benchmark.GPU_XLA_FLAGS to XLA_FLAGS.")
+flags.DEFINE_string("output", None, "Also write the figures here, as JSON.")
 
 
 def main(argv):
@@ -34,6 +37,9 @@ def main(argv):
   workload = workloads.jdbw(FLAGS.config)
   figures = benchmark.time_step(workload, steps=FLAGS.steps, warmup=FLAGS.warmup)
   print(benchmark.format_results(workload.title, figures))
+  if FLAGS.output:
+    with open(FLAGS.output, "w") as f:
+      json.dump({"title": workload.title, **figures}, f, indent=1)
 
 
 if __name__ == "__main__":
