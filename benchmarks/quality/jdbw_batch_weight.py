@@ -122,6 +122,8 @@ def build_config(preset: str):
     config.data.target.num_workers = GPU_DATA_WORKERS["target"]
   else:
     raise ValueError(f"unknown preset {preset!r}; expected one of {common.PRESETS}")
+  # A replication computes in float32 on every backend ("auto" would pick bf16 on GPU).
+  config.compute_dtype = "float32"
   # Relax the weight clip over the first half, so the last fifth runs at its end value.
   config.batch_weight.clip.relax_steps = max(config.num_steps // 2, 1)
   config.log_every = max(config.num_steps // 100, 1)
