@@ -56,7 +56,15 @@ def test_rebalancing_targets_follow_the_sr_mnist_frequencies():
   # Clip ratio 20 at the end: weights differ at most 41/22 times.
   assert expected["two_sided_max_weight_ratio"] == pytest.approx(41 / 22)
   reach = expected["two_sided_reachable"]
-  assert 0.1 < reach["share_x"] < 0.25 < reach["share_y"] < 0.5
+  # Zeros weighted 41/22 times the others in X: 0.1 * 41/22 / (0.1 * 41/22 + 0.9).
+  assert reach["share_x"] == pytest.approx(0.41 / 2.39)
+  assert reach["share_y"] == pytest.approx(0.5 / (0.5 + 0.5 * 41 / 22))
+  ceiling = expected["class_match_ceiling"]
+  # Unweighted, half of X's non-zeros must become zeros (and 4 in 5 of Y's zeros
+  # non-zeros): 0.1 + 0.9 * (0.5/9) / 0.1 = 0.6 both ways.
+  np.testing.assert_allclose(ceiling["none"], [0.6, 0.6])
+  np.testing.assert_allclose(ceiling["rebalanced"], [1.0, 1.0])
+  assert 0.6 < ceiling["two_sided"][1] < 0.8 < ceiling["two_sided"][0] < 1.0
 
 
 @pytest.mark.parametrize("script", [jdbw_batch_weight, balagan_target_size])

@@ -139,8 +139,22 @@ def class_frequencies(config) -> tuple[np.ndarray, np.ndarray]:
   return p_x, np.asarray(config.data.target.class_probs, np.float64)
 
 
+def class_match_ceiling(p_x, p_y, q_x, q_y) -> tuple[float, float]:
+  """(x->y, y->x): the most class matching a translation can keep when it matches the
+  weighted marginals, the joint critic's optimum.
+
+  p_*: the class frequencies, q_*: the weighted class shares. Weighted Gxy(X) must
+  have Y's shares q_y, so of X's class c at most min(1, q_y[c] / q_x[c]) can stay in
+  c (the rest must fill classes that Y weighs more), and likewise from Y to X.
+  """
+  p_x, p_y, q_x, q_y = (np.asarray(a, np.float64) for a in (p_x, p_y, q_x, q_y))
+  return (float(np.sum(p_x * np.minimum(1.0, q_y / q_x))),
+          float(np.sum(p_y * np.minimum(1.0, q_x / q_y))))
+
+
 def rebalancing_targets(config) -> dict:
-  """The shares that re-balance the classes, and what Algorithm 1 can reach."""
+  """The shares that re-balance the classes, what Algorithm 1 can reach, and the class
+  matching that each leaves possible."""
   p_x, p_y = class_frequencies(config)
   meeting = np.sqrt(p_x * p_y) / np.sum(np.sqrt(p_x * p_y))
   clip = config.batch_weight.clip
@@ -149,14 +163,18 @@ def rebalancing_targets(config) -> dict:
   # Two-sided pair weights (1 + sigmoid) / 2 with logits clipped to [-log r, log r].
   rho = (1 + 2 * r) / (2 + r) if np.isfinite(r) else 2.0
   skew = int(np.argmax(p_y / p_x))  # the class Y over-represents most (the zeros)
+  # Best case: the skew class weighted rho times the others in X, 1/rho in Y.
+  up = np.where(np.arange(len(p_x)) == skew, rho, 1.0)
+  reach_x, reach_y = p_x * up / np.sum(p_x * up), p_y / up / np.sum(p_y / up)
   return {
       "freq_x": p_x.tolist(), "freq_y": p_y.tolist(), "meeting_point": meeting.tolist(),
       "freq_tv_gap": float(0.5 * np.abs(p_x - p_y).sum()),
       "final_clip_ratio": r, "two_sided_max_weight_ratio": rho, "skew_class": skew,
-      # Best case: the skew class weighted rho times the others in X, 1/rho in Y.
-      "two_sided_reachable": {
-          "share_x": float(p_x[skew] * rho / (p_x[skew] * rho + 1 - p_x[skew])),
-          "share_y": float(p_y[skew] / (p_y[skew] + (1 - p_y[skew]) * rho))},
+      "two_sided_reachable": {"share_x": float(reach_x[skew]), "share_y": float(reach_y[skew])},
+      "class_match_ceiling": {
+          "none": class_match_ceiling(p_x, p_y, p_x, p_y),
+          "two_sided": class_match_ceiling(p_x, p_y, reach_x, reach_y),
+          "rebalanced": class_match_ceiling(p_x, p_y, meeting, meeting)},
   }
 
 
@@ -362,6 +380,9 @@ def format_results(results: dict) -> str:
       f"two_sided at the final clip ratio {expected['final_clip_ratio']:.1f}: weights differ "
       f"at most {expected['two_sided_max_weight_ratio']:.2f}x (w ratio), so share{c} x <= "
       f"{reach['share_x']:.3f} and share{c} y >= {reach['share_y']:.3f}",
+      "class-match ceiling (x->y / y->x) of a translation that matches the weighted "
+      "marginals: " + ", ".join(f"{name} {x:.3f} / {y:.3f}" for name, (x, y)
+                                in expected["class_match_ceiling"].items()),
       f"share{c}: class {c}'s share of the batch weight, start / end: mean over the first / "
       "last fifth of the logged steps; w ratio: the batch's largest pair weight over its "
       "smallest (end); TV gap: end; std: sample std over seeds",
