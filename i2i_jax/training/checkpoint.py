@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from i2i_jax import files
 from i2i_jax.errors import CheckpointError
 
 _STATE = "state"
@@ -218,7 +219,7 @@ def save_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    files.write_atomic(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
 
 
 def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -233,7 +234,7 @@ def restore_state(workdir: str | os.PathLike, target_state, step: int = 0):
   """The state of `workdir/checkpoints` at `step` (0: the latest), with the structure of
   `target_state` (e.g. `jax.eval_shape` of the method's init): what translation and
   evaluation start from."""
-  with Checkpointer(os.path.join(workdir, "checkpoints")) as checkpointer:
+  with Checkpointer(epath.Path(workdir) / "checkpoints") as checkpointer:
     restored = checkpointer.restore(target_state, step=step or None)
   if restored is None:
     raise CheckpointError(f"no checkpoint in {workdir}/checkpoints")
