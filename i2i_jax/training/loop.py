@@ -160,8 +160,8 @@ def run(*, state, step_fn: Callable, batches: Iterator, start_step: int, num_ste
             restores += 1
             state, step = _restore_last_good(state, checkpointer, restores, max_restores)
             continue
-      # After the fetch: steps are dispatched asynchronously, and only the fetch waits
-      # for them, so the rate then counts finished steps rather than dispatches.
+      # The rate counts finished steps rather than dispatches: all but the step just
+      # dispatched have finished (the wait above).
       progress(step, input_wait_s=waited)
       for action in actions:
         if action.due(step, last):
