@@ -29,6 +29,8 @@ def test_a_kill_while_saving_the_judge_leaves_no_file_the_next_start_reads(tmp_p
   write_bytes = epath.Path.write_bytes
 
   def killed_halfway(self, data):
+    if self.parent != path.parent:  # e.g. jax's compilation cache: written whole
+      return write_bytes(self, data)
     write_bytes(self, data[:len(data) // 2])
     raise SystemExit("killed")  # what a SIGKILL leaves: half the bytes, nothing after
 
