@@ -122,9 +122,9 @@ class Checkpointer:
         if not self._means_damage(candidate, e):
           raise CheckpointError(
               f"cannot read checkpoint step {candidate} in {self.directory} "
-              f"({type(e).__name__}: {e}); this looks like an access problem (permissions, "
-              "a lost mount or network), not damage, so it was left in place: fix access "
-              "and re-run") from e
+              f"({type(e).__name__}: {e}); that is no sign of damage but of access "
+              "(permissions, a lost mount or network?), so it was left in place: fix the "
+              "cause and re-run") from e
         if i == len(steps) - 1:
           raise CheckpointError(f"no readable checkpoint in {self.directory}; the oldest, "
                                 f"step {candidate}, fails with {type(e).__name__}: {e}") from e
