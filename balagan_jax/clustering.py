@@ -64,6 +64,17 @@ def spherical_kmeans(key: jax.Array, embeddings: jax.Array, k: int, *, num_iters
   Returns:
     centroids (k, d) on the unit sphere and assignments (N,) in [0, k).
   """
+  centroids, assignments, objective = all_restarts(key, embeddings, k, num_iters=num_iters,
+                                                  num_restarts=num_restarts)
+  best = jnp.argmax(objective)
+  return centroids[best], assignments[best]
+
+
+@functools.partial(jax.jit, static_argnames=("k", "num_iters", "num_restarts"))
+def all_restarts(key: jax.Array, embeddings: jax.Array, k: int, *, num_iters: int,
+                 num_restarts: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Every restart of `spherical_kmeans`: centroids (R, k, d), assignments (R, N) and
+  the objective, the total cosine similarity of points to their centroids (R,)."""
   n = embeddings.shape[0]
   if not 1 <= k <= n:
     raise ConfigError(f"k must be in [1, {n}] for {n} embeddings, got {k}")
@@ -78,9 +89,7 @@ def spherical_kmeans(key: jax.Array, embeddings: jax.Array, k: int, *, num_iters
     sims = x @ centroids.T
     return centroids, jnp.argmax(sims, axis=-1), jnp.sum(jnp.max(sims, axis=-1))
 
-  centroids, assignments, objective = jax.vmap(run)(jax.random.split(key, num_restarts))
-  best = jnp.argmax(objective)
-  return centroids[best], assignments[best]
+  return jax.vmap(run)(jax.random.split(key, num_restarts))
 
 
 def _kmeans_pp(key: jax.Array, x: jax.Array, k: int) -> jax.Array:

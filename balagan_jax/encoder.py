@@ -9,7 +9,6 @@ augmentations (`config.encoder.augmentations`) of every image of both domains;
 """
 
 import functools
-import os
 from typing import Any
 
 import flax.linen as nn
@@ -19,6 +18,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from etils import epath
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -276,7 +276,7 @@ def train_encoder(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   schedule = trainer.Schedule(num_steps=enc.num_steps, log_every=max(int(enc.log_every), 1),
                               checkpoint_every=enc.checkpoint_every,
                               max_to_keep=config.max_to_keep)
-  stage = trainer.Trainer(os.path.join(workdir, "encoder"),
+  stage = trainer.Trainer(epath.Path(workdir) / "encoder",
                           init_encoder_state(config, image_shape),
                           _encoder_streams(config, num_source, num_target), schedule)
   if stage.start_step:

@@ -12,10 +12,10 @@ with different references), and class_match_a_to_b where both domains share labe
 """
 
 import functools
-import os
 
 import jax
 import numpy as np
+from etils import epath
 
 from balagan_jax import default_config, translate
 from balagan_jax import modalities as modalities_lib
@@ -116,7 +116,7 @@ class Evaluator:
     domain = None
     if ev.classifier_steps:
       params = evaluators.cached_classifier(
-          os.path.join(workdir, "eval_classifier.msgpack"),
+          epath.Path(workdir) / "eval_classifier.msgpack",
           functools.partial(modality_batches, config, mods), mods.num_modalities,
           model.image_shape, steps=ev.classifier_steps, seed=config.seed)
       domain = metrics_lib.domain_feature_extractor(params, mods.num_modalities)
@@ -126,7 +126,7 @@ class Evaluator:
     self.num_labels = shared_label_classes(config) if ev.classifier_steps else 0
     if self.num_labels:
       self.judge = evaluators.cached_classifier(
-          os.path.join(workdir, "eval_target_classifier.msgpack"),
+          epath.Path(workdir) / "eval_target_classifier.msgpack",
           functools.partial(target_label_batches, config), self.num_labels, model.image_shape,
           steps=ev.classifier_steps, seed=config.seed)
     self.num_diversity_sources = min(ev.diversity_sources, num_eval)
@@ -189,8 +189,7 @@ def evaluate_run(workdir: str, *, step: int | None = None, inception_weights: st
       model.config, default_config.get_config(), inception_weights, num_eval,
       workdir=workdir, can_evaluate=can_evaluate,
       missing_judges="config.eval.classifier_steps = 0")
-  mods = modalities_lib.Modalities.load(
-      os.path.join(workdir, "modalities", modalities_lib.ASSIGNMENT_FILE))
+  mods = modalities_lib.Modalities.load(modalities_lib.assignment_path(workdir))
   evaluator = Evaluator(config, workdir, mods, model, inception_weights=weights,
                         num_eval=num_eval)
   scores = evaluator(state)

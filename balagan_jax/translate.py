@@ -43,8 +43,7 @@ def load_model(workdir: str, step: int = 0):
   """(model, state) of a run: its config, modality count and checkpoint (latest unless
   `step`)."""
   config = checkpoint.load_config(workdir)
-  mods = modalities_lib.Modalities.load(
-      os.path.join(workdir, "modalities", modalities_lib.ASSIGNMENT_FILE))
+  mods = modalities_lib.Modalities.load(modalities_lib.assignment_path(workdir))
   domain = config.data.source
   model = BalaGAN(config, modalities_lib.num_training_modalities(config, mods),
                   (domain.image_size, domain.image_size, domain.channels))

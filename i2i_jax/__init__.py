@@ -9,6 +9,7 @@
                classifier, evaluators
   layers       network blocks shared by both methods' models (and `from_config`)
   images       grids and PNG files
+  files        write_atomic: every file a run writes is whole or absent
   errors       the user's mistakes, reported as one line
   benchmark    step timing and profiling for benchmarks/
 

@@ -24,3 +24,16 @@ class CheckpointError(InputError):
 
 class TrainingDiverged(RuntimeError):
   """Losses or gradients stayed non-finite (config.nonfinite says how to react)."""
+
+
+class Preempted(Exception):
+  """SIGTERM stopped training after a checkpoint was written; re-running resumes.
+
+  Raised rather than returned so that nothing after the interrupted stage runs (BalaGAN
+  would otherwise cluster a half-trained encoder and mark stage 1 as done).
+  """
+
+  def __init__(self, directory, step: int):
+    super().__init__(f"stopped by SIGTERM at step {step}; the checkpoint is in {directory}; "
+                     "re-run the same command to resume")
+    self.step = step

@@ -5,12 +5,14 @@ uint8 first, so grids and files look the same whether they come from model
 outputs or from raw uint8 data.
 """
 
+import io
 import os
 from collections.abc import Sequence
 
 import numpy as np
-from etils import epath
 from PIL import Image
+
+from i2i_jax import files
 
 
 def to_uint8(x) -> np.ndarray:
@@ -54,12 +56,12 @@ def make_grid(rows: Sequence, pad: int = 2, pad_value: int = 255) -> np.ndarray:
 
 
 def save_png(path: str | os.PathLike, image) -> None:
-  """Writes an (H, W, C) image ([-1, 1] float or uint8) as PNG, creating parent dirs."""
+  """Writes an (H, W, C) image ([-1, 1] float or uint8) as PNG, creating parent dirs
+  (`files.write_atomic`: whole or absent)."""
   image = to_uint8(image)
   if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
     raise ValueError(f"expected an (H, W, C) image with C in (1, 3, 4), got {image.shape}")
-  path = epath.Path(path)  # local paths and gs:// alike
-  path.parent.mkdir(parents=True, exist_ok=True)
+  encoded = io.BytesIO()
   # A 2-D uint8 array becomes a mode "L" (grey) image.
-  with path.open("wb") as f:
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(f, format="PNG")
+  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(encoded, format="PNG")
+  files.write_atomic(path, encoded.getvalue())

@@ -11,11 +11,11 @@ the other domain's classifier features, and _inception with Inception weights.
 """
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from i2i_jax import images
 from i2i_jax.data import pipeline
@@ -104,7 +104,7 @@ class Evaluator:
       for name, domain, shape in (("x", config.data.source, model.x_shape),
                                   ("y", config.data.target, model.y_shape)):
         self.params[name] = evaluators.cached_classifier(
-            os.path.join(workdir, f"classifier_{name}.msgpack"),
+            epath.Path(workdir) / f"classifier_{name}.msgpack",
             functools.partial(classifier_batches, config, domain), self.num_classes, shape,
             steps=config.eval.classifier_steps, seed=config.seed)
     self.x, self.y = fixed_inputs(config, num_eval, seed=config.seed + 11)

@@ -69,3 +69,15 @@ def test_translate_reference_grid_and_interpolation(tmp_path):
   assert grid.shape == (2 * 34 + 2, 4 * 34 + 2, 3)
   walk = translate.interpolation_grid(model, state, sources, references[0], references[1], 5)
   assert walk.shape == (2 * 34 + 2, 6 * 34 + 2, 3)
+
+  # The CLI: the same grids, from the files, interpolating towards a second reference.
+  result = subprocess.run(
+      [sys.executable, "-m", "balagan_jax.translate", f"--workdir={workdir}",
+       f"--source={refs / '0.png'}", f"--reference={refs}", f"--reference2={refs / '1.png'}",
+       "--interpolate=5", f"--output={tmp_path / 'out'}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "translations.png")),
+                                grid)
+  np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "interpolation.png")),
+                                walk)

@@ -1,5 +1,6 @@
 """Checkpointer: bit-exact state round trips, grain positions, cadence, retention, errors."""
 
+import errno
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from flax.training import train_state
 
@@ -166,6 +168,65 @@ def test_unreadable_latest_falls_back_to_the_previous(tmp_path):
     assert ckpt.save(2, _make_state(2), force=True)  # the step number is free again
     ckpt.wait_until_finished()
     assert ckpt.restore(_make_state(0))[1] == 2
+
+
+def test_damaged_array_bytes_fall_back_to_the_previous(tmp_path):
+  """Only the array data is damaged: tensorstore reads it without an error (its index
+  is checksummed, the values are not), so the saved checksums must catch it."""
+  with Checkpointer(tmp_path) as ckpt:
+    ckpt.save(1, _make_state(1, width=4096))
+    ckpt.save(2, _make_state(2, width=4096))
+  largest = max((p for p in (tmp_path / "2" / "state").rglob("*") if p.is_file()),
+                key=lambda p: p.stat().st_size)  # the kernel's bytes; metadata is small
+  data = bytearray(largest.read_bytes())
+  data[len(data) // 2] ^= 0x01
+  largest.write_bytes(bytes(data))
+  with Checkpointer(tmp_path) as ckpt:
+    restored, step = ckpt.restore(_make_state(0, width=4096))
+  assert step == 1
+  _assert_bit_identical(restored, _make_state(1, width=4096))
+  assert len(list((tmp_path / "corrupt").iterdir())) == 1
+
+
+@pytest.mark.parametrize("error", [
+    PermissionError(errno.EACCES, "Permission denied"),
+    OSError(errno.ESTALE, "Stale file handle"),
+    ValueError('PERMISSION_DENIED: Error reading local file "2/state/_METADATA"'),
+], ids=["permission", "stale-nfs-handle", "tensorstore-permission"])
+def test_an_access_error_fails_and_leaves_the_checkpoint_in_place(tmp_path, monkeypatch, error):
+  with Checkpointer(tmp_path) as ckpt:
+    ckpt.save(1, _make_state(1))
+    ckpt.save(2, _make_state(2))
+
+  def unreadable(self, directory):
+    raise error
+
+  monkeypatch.setattr(ocp.StandardCheckpointHandler, "metadata", unreadable)
+  with Checkpointer(tmp_path) as ckpt, pytest.raises(CheckpointError, match="left in place"):
+    ckpt.restore(_make_state(0))
+  assert not (tmp_path / "corrupt").exists()
+  with Checkpointer(tmp_path) as ckpt:
+    assert ckpt.all_steps() == [1, 2]
+
+
+def test_a_vanished_mount_fails_and_leaves_the_checkpoint_in_place(tmp_path, monkeypatch):
+  mount = tmp_path / "mount"
+  with Checkpointer(mount) as ckpt:
+    ckpt.save(1, _make_state(1))
+    ckpt.save(2, _make_state(2))
+
+  def vanish(self, directory):
+    mount.rename(tmp_path / "unmounted")
+    raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(directory))
+
+  monkeypatch.setattr(ocp.StandardCheckpointHandler, "metadata", vanish)
+  with Checkpointer(mount) as ckpt, pytest.raises(CheckpointError, match="left in place"):
+    ckpt.restore(_make_state(0))
+  monkeypatch.undo()
+  (tmp_path / "unmounted").rename(mount)
+  with Checkpointer(mount) as ckpt:
+    assert ckpt.all_steps() == [1, 2]
+    _assert_bit_identical(ckpt.restore(_make_state(0))[0], _make_state(2))
 
 
 def test_no_readable_checkpoint_is_a_checkpoint_error(tmp_path):

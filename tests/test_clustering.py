@@ -43,6 +43,20 @@ def test_recovers_planted_clusters(num_restarts):
   np.testing.assert_array_equal(clustering.assign(x, centroids), assignments)
 
 
+def test_the_restart_with_the_largest_total_similarity_wins():
+  """Unstructured points and two Lloyd steps: the restarts end in different optima."""
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(60, 4)), jnp.float32)
+  key = jax.random.key(4)
+  centroids, assignments, objective = clustering.all_restarts(key, x, 5, num_iters=2,
+                                                              num_restarts=6)
+  objective = np.asarray(objective)
+  best = int(np.argmax(objective))
+  assert objective[best] > np.min(objective) + 1e-3  # the choice matters
+  chosen = clustering.spherical_kmeans(key, x, 5, num_iters=2, num_restarts=6)
+  np.testing.assert_array_equal(chosen[1], assignments[best])
+  np.testing.assert_array_equal(chosen[0], centroids[best])
+
+
 def test_deterministic_per_key():
   x, _, _ = planted_clusters(1, 4, per_cluster=10, dim=8, spread=0.5)
   a = clustering.spherical_kmeans(jax.random.key(3), x, 4)

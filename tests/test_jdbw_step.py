@@ -149,11 +149,24 @@ assert float(metrics["finite"]) == 1.0
 if SCHEME == "one_sided":  # softmax weights over the global batch have mean one
   np.testing.assert_allclose(float(metrics["weight_x_mean"]), 1.0, rtol=1e-5)
   assert float(metrics["weight_x_ratio"]) <= float(metrics["clip_ratio"]) * (1 + 1e-5)
-# Adam's first step moves every parameter by about +-lr whatever the gradient's size,
-# so a near-zero gradient whose sign differs by reduction order shows up as <= 2 lr.
-for a, r in zip(jax.tree_util.tree_leaves((new.g.params, new.d.params, new.w.params)),
-                jax.tree_util.tree_leaves((ref_state.g.params, ref_state.d.params, ref_state.w.params))):
-  np.testing.assert_allclose(a, r, rtol=0, atol=2.5 * config.optim.lr_g)
+leaves = jax.tree_util.tree_leaves
+# The gradients, as Adam's moments hold them, equal up to the reduction order, on the
+# scale of each network's largest (a bias whose gradient cancels to ~0 has no scale).
+# Adam moves a parameter by about +-lr whatever its gradient's size, so where the
+# gradient is near zero its sign (and the step) may flip with the reduction order;
+# elsewhere the parameters agree to float precision.
+for net, ref in ((new.g, ref_state.g), (new.d, ref_state.d), (new.w, ref_state.w)):
+  for moment in ("mu", "nu"):
+    got, want = (leaves(getattr(n.opt_state[0], moment)) for n in (net, ref))
+    scale = max(float(np.max(np.abs(w))) for w in want)
+    for a, r in zip(got, want):
+      np.testing.assert_allclose(a, r, rtol=1e-3, atol=1e-4 * scale)
+  mu = leaves(ref.opt_state[0].mu)
+  scale = max(float(np.max(np.abs(m))) for m in mu)
+  for a, r, m in zip(leaves(net.params), leaves(ref.params), mu):
+    clear = np.abs(np.asarray(m)) > 1e-2 * scale
+    np.testing.assert_allclose(np.asarray(a)[clear], np.asarray(r)[clear], rtol=1e-5,
+                               atol=1e-3 * config.optim.lr_g)
 print("MULTI_DEVICE_OK")
 """
 

@@ -58,7 +58,7 @@ def test_cli_runs_and_writes_checkpoint_events_and_grids(tmp_path):
   assert "step 2/2" in result.stderr
 
 
-def test_translate_folder_writes_one_png_per_input(tmp_path):
+def test_translate_folder_writes_one_png_per_input_and_the_cli_does_too(tmp_path):
   from PIL import Image
 
   from jdbw_jax import translate
@@ -80,3 +80,17 @@ def test_translate_folder_writes_one_png_per_input(tmp_path):
   assert count == 2
   grid = np.asarray(Image.open(tmp_path / "out" / "sevens" / "b.png"))
   assert grid.shape[1] > 4 * 32  # the input and three translations side by side
+
+  # The CLI, the other way round with one noise vector: one translation per input.
+  translate.translate_all(model, state, source, names, direction="y_to_x",
+                          output=str(tmp_path / "expected"), num_noise=1, batch_size=2, seed=0)
+  result = subprocess.run(
+      [sys.executable, "-m", "jdbw_jax.translate", f"--workdir={workdir}",
+       f"--input={tmp_path / 'inputs'}", "--direction=y_to_x", "--num_noise=1",
+       f"--output={tmp_path / 'cli'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  for name in ("a", "b"):
+    written = np.asarray(Image.open(tmp_path / "cli" / "sevens" / f"{name}.png"))
+    assert written.shape == (32, 32)  # domain X's size and channels
+    np.testing.assert_array_equal(
+        written, np.asarray(Image.open(tmp_path / "expected" / "sevens" / f"{name}.png")))

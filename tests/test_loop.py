@@ -1,11 +1,18 @@
 """The training loop's reaction to non-finite steps: skip, restore the last good
-checkpoint, or stop; and that checkpoints only ever hold finite steps."""
+checkpoint, or stop; that checkpoints only ever hold finite steps; and that SIGTERM
+stops it after the step in flight."""
 
 import logging
+import os
+import queue
+import signal
+import threading
+import time
 
 import grain
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from flax import struct
 
@@ -44,9 +51,21 @@ def _step_fn(diverging_steps, *, once: bool):
   return step_fn
 
 
-def _run(tmp_path, step_fn, *, nonfinite, num_steps=12, log_every=100, max_restores=3):
+def _diverging_batch_fn(bad_value: int):
+  """A step whose update is non-finite whenever its batch holds `bad_value`."""
+
+  def step_fn(state, batch):
+    ok = jnp.float32(0.0 if int(np.asarray(batch)[0]) == bad_value else 1.0)
+    new = state.replace(step=state.step + 1, updates=state.updates + ok.astype(jnp.int32))
+    return new, {"finite": ok, "finite_g": ok}
+
+  return step_fn
+
+
+def _run(tmp_path, step_fn, *, nonfinite, num_steps=12, log_every=100, max_restores=3,
+         checkpoint_every=5):
   data = iter(grain.MapDataset.range(1000).batch(1).to_iter_dataset())
-  with Checkpointer(tmp_path / "ckpt", save_interval_steps=5) as checkpointer:
+  with Checkpointer(tmp_path / "ckpt", save_interval_steps=checkpoint_every) as checkpointer:
     state = loop.run(state=_initial_state(), step_fn=step_fn, batches=data, start_step=0,
                      num_steps=num_steps, checkpointer=checkpointer,
                      data_iterators={"data": data}, on_metrics=lambda step, m: None,
@@ -75,6 +94,15 @@ def test_restore_goes_back_to_the_last_good_checkpoint(tmp_path, caplog):
   assert 10 in saved and 12 in saved
 
 
+def test_restore_retries_on_other_data_than_the_batch_that_diverged(tmp_path, caplog):
+  """Batch 6 (step 7) always diverges: replaying it after the restore (the data
+  positions of step 5) would diverge until max_restores ran out."""
+  with caplog.at_level(logging.WARNING):
+    state, _ = _run(tmp_path, _diverging_batch_fn(6), nonfinite="restore", max_restores=1)
+  assert (int(state.step), int(state.updates)) == (12, 12)
+  assert caplog.text.count("Restored the last good checkpoint") == 1
+
+
 def test_restore_gives_up_and_never_saves_a_diverged_window(tmp_path):
   with pytest.raises(errors.TrainingDiverged, match="after 2 restores"):
     _run(tmp_path, _step_fn({7}, once=False), nonfinite="restore", max_restores=2)
@@ -90,3 +118,42 @@ def test_restore_before_any_checkpoint_says_so(tmp_path):
 def test_unknown_policy_is_a_config_error(tmp_path):
   with pytest.raises(errors.ConfigError, match="config.nonfinite 'ignore'"):
     _run(tmp_path, _step_fn(set(), once=True), nonfinite="ignore")
+
+
+class _Device:
+  """Runs steps on a thread, one after the other, as an accelerator runs dispatched
+  programs; the step function returns at once with a future for each step's metrics."""
+
+  def __init__(self, sigterm_after: int):
+    self._queue = queue.Queue()
+    self._sigterm_after = sigterm_after
+    threading.Thread(target=self._work, daemon=True).start()
+
+  def _work(self):
+    while True:
+      step, done = self._queue.get()
+      time.sleep(0.01)
+      if step == self._sigterm_after:
+        os.kill(os.getpid(), signal.SIGTERM)
+      done.set()
+
+  def step_fn(self, state, batch):
+    del batch
+    done = _Future()
+    self._queue.put((int(state.step) + 1, done))
+    return state.replace(step=state.step + 1), {"finite": done}
+
+
+class _Future(threading.Event):
+  block_until_ready = threading.Event.wait  # what jax.block_until_ready calls
+
+
+def test_sigterm_stops_after_the_step_in_flight(tmp_path):
+  """With metrics fetched every 100 steps, a host that queued steps without waiting
+  for the device would serve a SIGTERM sent during step 3 only at the end."""
+  with pytest.raises(errors.Preempted) as stopped:
+    _run(tmp_path, _Device(sigterm_after=3).step_fn, nonfinite="skip", num_steps=200,
+         checkpoint_every=1000)
+  assert stopped.value.step in (3, 4, 5)
+  with Checkpointer(tmp_path / "ckpt") as checkpointer:
+    assert checkpointer.all_steps() == [stopped.value.step]

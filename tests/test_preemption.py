@@ -13,11 +13,12 @@ import jax
 import numpy as np
 
 import jdbw_tiny
+import kill_run
 from i2i_jax.training.checkpoint import Checkpointer
 from jdbw_jax import train
 from jdbw_jax.method import JDBW
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = kill_run.ROOT
 _OVERRIDES = {"num_steps": 16, "checkpoint_every": 4, "log_every": 1, "sample_every": 0,
               "eval_every": 0, "eval.classifier_steps": 0}
 _STEP_LINE = re.compile(r"step (\d+)/")
@@ -37,21 +38,6 @@ def _command(workdir, overrides):
   return cmd
 
 
-def _run_until_step(cmd, step: int, sig: int):
-  """Starts `cmd`, sends `sig` once it reports `step`; returns (returncode, stderr)."""
-  process = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                             text=True)
-  lines = []
-  for line in process.stderr:
-    lines.append(line)
-    match = _STEP_LINE.search(line)
-    if match and int(match.group(1)) >= step:
-      process.send_signal(sig)
-      break
-  lines.extend(process.stderr)
-  return process.wait(timeout=300), "".join(lines)
-
-
 def _final_state(workdir, config):
   model = JDBW(config, (32, 32, 1), (32, 32, 1))
   with Checkpointer(os.path.join(workdir, "checkpoints")) as checkpointer:
@@ -66,10 +52,10 @@ def test_sigterm_then_sigkill_at_a_random_step_resume_bit_identically(tmp_path):
   num_steps = _OVERRIDES["num_steps"]
 
   # SIGTERM: the step that was running when the signal came is saved; a clean exit.
-  returncode, log = _run_until_step(cmd, 3, signal.SIGTERM)
+  returncode, log = kill_run.run_until_step(cmd, _STEP_LINE, 3, signal.SIGTERM)
   assert returncode == 0, log[-3000:]
   assert "SIGTERM received" in log
-  stopped_at = max(int(m) for m in _STEP_LINE.findall(log))
+  stopped_at = max(kill_run.reported_steps(_STEP_LINE, log))
   with Checkpointer(workdir / "checkpoints") as checkpointer:
     saved = checkpointer.all_steps()
   assert stopped_at <= max(saved) <= stopped_at + 1 < num_steps, (saved, stopped_at,
@@ -78,10 +64,10 @@ def test_sigterm_then_sigkill_at_a_random_step_resume_bit_identically(tmp_path):
   # SIGKILL, at a random later step: only complete checkpoints count (a write cut
   # short is invisible), so what is lost is the steps since the newest one.
   kill_at = int(np.random.default_rng(int(time.time())).integers(max(saved) + 2, num_steps - 2))
-  returncode, log = _run_until_step(cmd, kill_at, signal.SIGKILL)
+  returncode, log = kill_run.run_until_step(cmd, _STEP_LINE, kill_at, signal.SIGKILL)
   assert returncode == -signal.SIGKILL, log[-3000:]
   assert f"Resumed from the checkpoint at step {max(saved)}" in log
-  reached = max(int(m) for m in _STEP_LINE.findall(log))
+  reached = max(kill_run.reported_steps(_STEP_LINE, log))
   with Checkpointer(workdir / "checkpoints") as checkpointer:
     last_saved = checkpointer.latest_step()
   assert max(saved) <= last_saved <= reached, (kill_at, reached, last_saved)

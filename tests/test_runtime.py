@@ -1,5 +1,7 @@
 """When the entrypoints join a multi-host job."""
 
+import logging
+
 import jax
 import pytest
 
@@ -36,7 +38,7 @@ def test_launcher_variables_join(joins, monkeypatch, name, value):
   assert joins == [1]
 
 
-def test_tpu_vm_without_variables_joins_and_tolerates_a_single_host(joins, monkeypatch):
+def test_tpu_vm_without_variables_joins_and_tolerates_a_single_host(joins, monkeypatch, caplog):
   monkeypatch.setattr(runtime, "_on_tpu_vm", lambda: True)
   runtime.initialize()
   assert joins == [1]
@@ -45,7 +47,9 @@ def test_tpu_vm_without_variables_joins_and_tolerates_a_single_host(joins, monke
     raise ValueError("coordinator_address should be defined")
 
   monkeypatch.setattr(jax.distributed, "initialize", no_cluster)
-  runtime.initialize()  # warns and runs single-host
+  with caplog.at_level(logging.WARNING):
+    runtime.initialize()  # no exception: it warns and runs single-host
+  assert "Not joining a multi-host job (coordinator_address should be defined)" in caplog.text
 
 
 def test_environment_forces_the_choice(joins, monkeypatch):

@@ -3,6 +3,7 @@
 import math
 import pickle
 
+import grain
 import numpy as np
 import pytest
 from PIL import Image
@@ -240,8 +241,24 @@ def test_transforms_and_sources_pickle():
   objects = [transforms.SkewResize(8, 40, 32), transforms.Pad(32), transforms.ResizeCrop(36, 32),
              transforms.ToChannels(3), transforms.ToFloat(), transforms.ExpectShape((2,), "x"),
              transforms.ClassResampledSource(base, base.all_labels(), [0.1] * 10, seed=1)]
+  element = base[3]
   for obj in objects:
-    assert pickle.loads(pickle.dumps(obj)) is not None
+    copy = pickle.loads(pickle.dumps(obj))
+    assert type(copy) is type(obj)
+    if isinstance(obj, transforms.ClassResampledSource):  # the same draws, record by record
+      assert len(copy) == len(obj)
+      for index in (0, 7, len(obj) - 1):
+        np.testing.assert_array_equal(copy[index]["image"], obj[index]["image"])
+    elif isinstance(obj, transforms.ExpectShape):  # the same check
+      with pytest.raises(ValueError, match=r"x: got an image of shape"):
+        copy.map(element)
+    elif isinstance(obj, grain.transforms.RandomMap):  # the same output for the same seed
+      np.testing.assert_array_equal(
+          copy.random_map(dict(element), np.random.default_rng(5))["image"],
+          obj.random_map(dict(element), np.random.default_rng(5))["image"])
+    else:
+      np.testing.assert_array_equal(copy.map(dict(element))["image"],
+                                    obj.map(dict(element))["image"])
   restored = pickle.loads(pickle.dumps(objects[-1]))
   np.testing.assert_array_equal(restored[3]["image"], objects[-1][3]["image"])
 

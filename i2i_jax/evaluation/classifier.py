@@ -16,6 +16,8 @@ import optax
 from etils import epath
 from flax import serialization
 
+from i2i_jax import files
+
 
 class DomainClassifier(nn.Module):
   """conv32-conv64-fc128 with max pooling: enough for digits at 32x32."""
@@ -83,7 +85,7 @@ def accuracy(predicted, labels) -> float:
 
 
 def save_params(path: str, params) -> None:
-  epath.Path(path).write_bytes(serialization.to_bytes(params))
+  files.write_atomic(path, serialization.to_bytes(params))
 
 
 def load_params(path: str, num_classes: int, image_shape):

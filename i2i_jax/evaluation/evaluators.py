@@ -24,7 +24,7 @@ import numpy as np
 from absl import app, flags, logging
 from etils import epath
 
-from i2i_jax import images
+from i2i_jax import files, images
 from i2i_jax.errors import ConfigError
 from i2i_jax.evaluation import classifier, metrics
 from i2i_jax.evaluation.inception import inception_feature_extractor
@@ -166,7 +166,7 @@ def record_run(method: str, workdir: str, step: int, output: str | None, *, num_
                grids: Mapping[str, np.ndarray]) -> dict:
   """Writes an evaluation (default dir WORKDIR/eval/step_NNNNNNN) and returns what
   metrics.json holds; both methods' `evaluate_run` end here."""
-  directory = output or os.path.join(workdir, "eval", f"step_{step:07d}")
+  directory = output or os.fspath(epath.Path(workdir) / "eval" / f"step_{step:07d}")
   results = {"method": method, "workdir": workdir, "step": step, "num_eval": num_eval,
              "features": dict(features), "metrics": dict(metrics), "output_dir": directory}
   write_results(directory, results, grids)
@@ -179,9 +179,9 @@ def write_results(directory: str, results: Mapping[str, Any],
   if jax.process_index() != 0:
     return
   for name, grid in grids.items():
-    images.save_png(os.path.join(directory, f"{name}.png"), grid)
-  path = epath.Path(directory) / METRICS_FILE
-  path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    images.save_png(epath.Path(directory) / f"{name}.png", grid)
+  path = files.write_atomic(epath.Path(directory) / METRICS_FILE,
+                            json.dumps(results, indent=2, sort_keys=True) + "\n")
   logging.info("Wrote %s", path)
 
 

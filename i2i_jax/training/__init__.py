@@ -5,6 +5,7 @@
   loop        the step loop: periodic actions, checkpoints, preemption, divergence
   state       `NetState` (params, stats, optimizer state, optimizer) and step helpers
   checkpoint  orbax checkpoints of the state and the streams' positions; config.json
+  checksums   per-array checksums saved with checkpoints, checked on restore
   writers     TensorBoard events without TensorFlow, and a reader for tests
   progress    steps/s, input wait and ETA lines
   sharding    the data-parallel mesh, batch sharding, the per-host batch size

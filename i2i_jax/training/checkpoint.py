@@ -2,8 +2,8 @@
 
 A thin layer over orbax's CheckpointManager (v0 `args` API): one checkpoint step
 holds an item "state" (any pytree: flax TrainStates, struct dataclasses, dicts,
-typed PRNG keys) and one item per named grain iterator, so resuming continues
-the data stream exactly where the saved run was.
+typed PRNG keys), its arrays' "checksums", and one item per named grain iterator,
+so resuming continues the data stream exactly where the saved run was.
 """
 
 import json
@@ -19,9 +19,15 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from i2i_jax import files
 from i2i_jax.errors import CheckpointError
+from i2i_jax.training import checksums
 
 _STATE = "state"
+_CHECKSUMS = "checksums"
+# tensorstore's status codes for failures that may pass: not damage to the checkpoint.
+_TRANSIENT_STATUSES = ("PERMISSION_DENIED", "UNAVAILABLE", "DEADLINE_EXCEEDED",
+                       "UNAUTHENTICATED", "RESOURCE_EXHAUSTED", "CANCELLED", "ABORTED")
 _MAX_NAMED_PROBLEMS = 8  # enough to see the pattern; not a wall of text
 
 
@@ -72,11 +78,12 @@ class Checkpointer:
     after a periodic one at the same step is harmless.
     """
     step = int(step)
-    if step in self._manager.all_steps():
+    if step in self._manager.all_steps() or not (force or self._manager.should_save(step)):
       return False
     items = {_STATE: ocp.args.StandardSave(state),
+             _CHECKSUMS: ocp.args.JsonSave(checksums.of(state)),
              **_iterator_args(data_iterators, grain.checkpoint.CheckpointSave)}
-    return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+    return self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
   def restore(self, target_state, data_iterators: Mapping[str, Any] | None = None,
               step: int | None = None) -> tuple[Any, int] | None:
@@ -87,14 +94,16 @@ class Checkpointer:
     shardings), so a replicated target gives a replicated state. The iterators
     are moved to their saved positions in place.
 
-    Without `step`, a latest checkpoint that cannot be read (files truncated or
-    lost, e.g. a disk that filled up) is moved aside to `corrupt/` and the one
-    before it is restored, so a damaged write never ends a run.
+    Without `step`, a latest checkpoint that is damaged (files truncated or lost,
+    e.g. a disk that filled up; array bytes that fail their checksums) is moved
+    aside to `corrupt/` and the one before it is restored, so a damaged write never
+    ends a run. An error that may pass (permissions, a vanished mount, a network
+    timeout) leaves every checkpoint where it is and fails.
 
     Raises:
-      CheckpointError: if `step` was not saved, no checkpoint is readable, or the
-        checkpoint's arrays do not fit `target_state` (e.g. it was written by a run
-        with another config).
+      CheckpointError: if `step` was not saved, no checkpoint is readable, reading
+        one fails for a reason other than damage, or the checkpoint's arrays do not
+        fit `target_state` (e.g. it was written by a run with another config).
     """
     self._manager.wait_until_finished()
     if step is not None:
@@ -110,6 +119,12 @@ class Checkpointer:
       except CheckpointError:
         raise  # Readable but written for another state: falling back would not help.
       except Exception as e:  # orbax/tensorstore raise OSError, ValueError, JSON errors...
+        if not self._means_damage(candidate, e):
+          raise CheckpointError(
+              f"cannot read checkpoint step {candidate} in {self.directory} "
+              f"({type(e).__name__}: {e}); that is no sign of damage but of access "
+              "(permissions, a lost mount or network?), so it was left in place: fix the "
+              "cause and re-run") from e
         if i == len(steps) - 1:
           raise CheckpointError(f"no readable checkpoint in {self.directory}; the oldest, "
                                 f"step {candidate}, fails with {type(e).__name__}: {e}") from e
@@ -124,15 +139,50 @@ class Checkpointer:
     self._check_fits(step, abstract_state)
     items = {_STATE: ocp.args.StandardRestore(abstract_state),
              **_iterator_args(data_iterators, grain.checkpoint.CheckpointRestore)}
-    return self._manager.restore(step, args=ocp.args.Composite(**items))[_STATE]
+    has_checksums = (self._step_dir(step) / _CHECKSUMS).exists()  # older runs saved none
+    if has_checksums:
+      items[_CHECKSUMS] = ocp.args.JsonRestore()
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    if has_checksums:
+      damaged = checksums.damaged(restored[_CHECKSUMS], restored[_STATE])
+      if damaged:
+        raise _DamagedArrays(f"arrays {', '.join(damaged[:_MAX_NAMED_PROBLEMS])} of step "
+                             f"{step} do not match their checksums")
+    return restored[_STATE]
+
+  def _step_dir(self, step: int) -> epath.Path:
+    return ocp.step.find_step_path(self.directory, ocp.step.standard_name_format(), step=step)
+
+  def _means_damage(self, step: int, error: Exception) -> bool:
+    """Whether `error`, raised reading `step`, says the checkpoint itself is damaged.
+
+    Unreadable contents (ValueError: tensorstore's DATA_LOSS, bad JSON, failed
+    checksums) and a file missing from a step directory that is there are damage.
+    Any other OSError (permission, I/O, a stale handle), a transient tensorstore
+    status, or a step directory that has vanished is not.
+    """
+    chain = []
+    while error is not None and error not in chain:
+      chain.append(error)
+      error = error.__cause__ or error.__context__
+    if any(status in str(e) for e in chain for status in _TRANSIENT_STATUSES):
+      return False
+    if any(isinstance(e, OSError) and not isinstance(e, FileNotFoundError) for e in chain):
+      return False
+    try:
+      if not self._step_dir(step).exists():
+        return False
+    except (OSError, ValueError):  # orbax: ValueError when the directory itself is gone
+      return False
+    return any(isinstance(e, (ValueError, FileNotFoundError, KeyError, EOFError))
+               for e in chain)
 
   def _set_aside(self, step: int) -> epath.Path:
     """Moves an unreadable step out of the manager's view, keeping it for inspection.
 
     Left in place, it would also block saving that step number again.
     """
-    step_dir = ocp.step.find_step_path(self.directory, ocp.step.standard_name_format(),
-                                       step=step)
+    step_dir = self._step_dir(step)
     aside = self.directory / "corrupt" / f"{step}-{int(time.time())}"
     if jax.process_index() == 0:
       aside.parent.mkdir(parents=True, exist_ok=True)
@@ -146,9 +196,7 @@ class Checkpointer:
     orbax itself only reports the first mismatching shape, without saying which
     array it belongs to.
     """
-    step_dir = ocp.step.find_step_path(self.directory, ocp.step.standard_name_format(),
-                                       step=step)
-    saved_tree = self._metadata_handler.metadata(step_dir / _STATE).tree
+    saved_tree = self._metadata_handler.metadata(self._step_dir(step) / _STATE).tree
     saved = {key: tuple(meta.shape)
              for key, meta in ocp.tree.to_flat_dict(saved_tree).items() if meta is not None}
     target = {ocp.utils.tuple_path_from_keypath(path): _stored_shape(leaf)
@@ -186,10 +234,15 @@ class Checkpointer:
     self.close()
 
 
+class _DamagedArrays(ValueError):
+  """Array bytes that restored without an error but fail their checksums."""
+
+
 def _iterator_args(data_iterators: Mapping[str, Any] | None, args_cls) -> dict[str, Any]:
   data_iterators = data_iterators or {}
-  if _STATE in data_iterators:
-    raise ValueError(f"the data iterator name {_STATE!r} is reserved for the training state")
+  for reserved in (_STATE, _CHECKSUMS):
+    if reserved in data_iterators:
+      raise ValueError(f"the data iterator name {reserved!r} is reserved")
   return {name: args_cls(iterator) for name, iterator in data_iterators.items()}
 
 
@@ -218,7 +271,7 @@ def save_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    files.write_atomic(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
 
 
 def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -233,7 +286,7 @@ def restore_state(workdir: str | os.PathLike, target_state, step: int = 0):
   """The state of `workdir/checkpoints` at `step` (0: the latest), with the structure of
   `target_state` (e.g. `jax.eval_shape` of the method's init): what translation and
   evaluation start from."""
-  with Checkpointer(os.path.join(workdir, "checkpoints")) as checkpointer:
+  with Checkpointer(epath.Path(workdir) / "checkpoints") as checkpointer:
     restored = checkpointer.restore(target_state, step=step or None)
   if restored is None:
     raise CheckpointError(f"no checkpoint in {workdir}/checkpoints")

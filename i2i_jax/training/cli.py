@@ -72,7 +72,9 @@ def run(main: Callable[[list[str]], None]) -> None:
 def run_training(train_and_evaluate: Callable) -> None:
   """Defines --config/--workdir, then runs `train_and_evaluate(config, workdir)`.
 
-  `lock_config` makes a misspelt override (--config.bach_size=8) fail at once.
+  `lock_config` makes a misspelt override (--config.bach_size=8) fail at once. A run
+  stopped by SIGTERM (`errors.Preempted`, after its checkpoint) exits with status 0;
+  `launch/entrypoint.sh` turns that into 143 where a scheduler must retry.
   """
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and "
                       "samples; re-using it resumes the run.")
@@ -85,6 +87,9 @@ def run_training(train_and_evaluate: Callable) -> None:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     runtime.initialize()
     logging.info("Config:\n%s", FLAGS.config)
-    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    try:
+      train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except errors.Preempted as e:
+      logging.warning("Training %s.", e)
 
   run(main)

@@ -113,14 +113,17 @@ def run(*, state, step_fn: Callable, batches: Iterator, start_step: int, num_ste
 
   `batches` yields device-ready batches, `step_fn(state, batch) -> (state, metrics)`.
   A checkpoint (state + data iterator positions) is written on the checkpointer's
-  cadence, at the end, and when SIGTERM arrives; then the loop returns early.
+  cadence and at the end. SIGTERM stops the loop after the step in flight: the host
+  never runs more than one step ahead of the device, so the flag is read about once
+  per step time; the state is saved and `errors.Preempted` raised.
 
   Step functions skip updates whose losses or gradients are not finite, so NaNs
   never reach the state. `nonfinite` says what else happens when one is skipped:
   "skip" logs the steps and networks and trains on; "stop" raises
-  `errors.TrainingDiverged`; "restore" goes back to the last checkpoint (whose
+  `errors.TrainingDiverged`; "restore" goes back to the last checkpoint's state (whose
   steps were all finite: with this policy metrics are checked before every save)
-  and retries with a different random stream, at most `max_restores` times.
+  and retries on the batches after the one that diverged, with a different random
+  stream, at most `max_restores` times.
   """
   if nonfinite not in NONFINITE_POLICIES:
     raise errors.ConfigError(f"unknown config.nonfinite {nonfinite!r}; expected one of "
@@ -129,12 +132,17 @@ def run(*, state, step_fn: Callable, batches: Iterator, start_step: int, num_ste
                               start_step=start_step)
   accumulator = MetricAccumulator()
   step, restores = start_step, 0
+  in_flight = None  # the previous step's metrics: ready once that step has run
   with PreemptionGuard() as guard:
     while step < num_steps:
       waited = time.monotonic()
       batch = next(batches)
       waited = time.monotonic() - waited
       state, metrics = step_fn(state, batch)
+      # Dispatch is asynchronous: without this wait the host would queue steps up to
+      # the next metrics fetch, and a SIGTERM would be served that many steps late.
+      jax.block_until_ready(in_flight)
+      in_flight = metrics
       step += 1
       accumulator.add(metrics)
       last = step == num_steps
@@ -150,11 +158,10 @@ def run(*, state, step_fn: Callable, batches: Iterator, start_step: int, num_ste
           _report_skipped(skipped, nonfinite)
           if nonfinite == "restore":
             restores += 1
-            state, step = _restore_last_good(state, checkpointer, data_iterators, restores,
-                                             max_restores)
+            state, step = _restore_last_good(state, checkpointer, restores, max_restores)
             continue
-      # After the fetch: steps are dispatched asynchronously, and only the fetch waits
-      # for them, so the rate then counts finished steps rather than dispatches.
+      # The rate counts finished steps rather than dispatches: all but the step just
+      # dispatched have finished (the wait above).
       progress(step, input_wait_s=waited)
       for action in actions:
         if action.due(step, last):
@@ -163,7 +170,8 @@ def run(*, state, step_fn: Callable, batches: Iterator, start_step: int, num_ste
       stop = guard.requested
       checkpointer.save(step, state, data_iterators, force=last or stop)
       if stop:
-        break
+        checkpointer.wait_until_finished()
+        raise errors.Preempted(checkpointer.directory, step)
   checkpointer.wait_until_finished()
   return state
 
@@ -179,20 +187,22 @@ def _report_skipped(skipped: list[tuple[int, list[str]]], policy: str) -> None:
   logging.warning("%s.", message[0].upper() + message[1:])
 
 
-def _restore_last_good(state, checkpointer: Checkpointer, data_iterators, restores: int,
-                       max_restores: int):
-  """The last checkpoint's state with its random stream re-seeded, and its step."""
+def _restore_last_good(state, checkpointer: Checkpointer, restores: int, max_restores: int):
+  """The last checkpoint's state with its random stream re-seeded, and its step.
+
+  The streams keep their positions: replaying the batches that diverged would
+  usually diverge the same way, whatever the random stream (BalaGAN's step reads none).
+  """
   if restores > max_restores:
     raise errors.TrainingDiverged(
         f"training diverged again after {max_restores} restores of the last good "
         f"checkpoint in {checkpointer.directory}; lower the learning rates or raise "
         "config.max_restores")
-  restored = checkpointer.restore(state, data_iterators)
+  restored = checkpointer.restore(state)
   if restored is None:
     raise errors.TrainingDiverged("training diverged before the first checkpoint; there is "
                                   "no good checkpoint to go back to")
   state, step = restored
-  # Replaying the same random stream would usually diverge the same way.
   state = state.replace(rng=jax.random.fold_in(state.rng, restores))
   logging.warning("Restored the last good checkpoint (step %d), restore %d of %d.", step,
                   restores, max_restores)
