@@ -158,6 +158,18 @@ def test_mean_std_over_seeds_and_its_table_cell():
   assert table.splitlines()[2:] == ["     a  2.000 ± 1.414", "     b          5.000"]
 
 
+def test_paired_difference_pairs_runs_by_seed():
+  runs = [{"scheme": "w", "seed": 0, "m": 0.70}, {"scheme": "none", "seed": 0, "m": 0.60},
+          {"scheme": "w", "seed": 1, "m": 0.95}, {"scheme": "none", "seed": 1, "m": 0.90},
+          {"scheme": "w", "seed": 2, "m": 0.50}]  # seed 2 has no baseline: left out
+  difference = common.paired_difference(runs, "scheme", "w", "none", "m")
+  # Levels differ by 0.3 between seeds, the differences by 0.05 only.
+  assert difference == {"mean": pytest.approx(0.075), "std": pytest.approx(0.05 / math.sqrt(2)),
+                        "n": 2, "positive": 2}
+  assert common.format_paired(difference) == "+0.075 ± 0.035 (2/2 seeds > 0)"
+  assert common.paired_difference(runs, "scheme", "w", "other", "m") is None
+
+
 @pytest.mark.slow  # ~40 s of compiles (two translation steps), then a second seed
 def test_balagan_benchmark_reports_fid_per_variant_and_seed(tmp_path):
   # One size only: the quick run (slow test) covers several.

@@ -303,10 +303,15 @@ def format_results(results: dict) -> str:
                    round(runs[seed, size, "balagan"]["wall_s"] + runs[seed, size, "k1"]["wall_s"])]
                   for seed in seeds for size in sizes]
     anchors = results["anchors"]
+    paired = [f"|B| = {size}: {name} BalaGAN - k=1, paired by seed: " + common.format_paired(
+        common.paired_difference([r for r in results["runs"] if r["target_size"] == size],
+                                 "variant", "balagan", "k1", metric))
+              for size in sizes for name, metric in (("FID", key), ("rise", rise))
+              if name == "FID" or size != sizes[0]]
     lines += [f"-- features: {space} (rise: FID minus its value at |B| = {sizes[0]}, per "
               "seed; std: sample std over seeds)", common.format_table(headers, table),
               f"anchors: untranslated sources {anchors['untranslated_sources'][key]:.3f}, "
-              f"real painted digits {anchors['real_target_images'][key]:.3f}",
+              f"real painted digits {anchors['real_target_images'][key]:.3f}", *paired,
               f"-- per seed, features: {space}", common.format_table(seed_headers, seed_table)]
   lines.append("paper (Table 2): FID rises as |B| shrinks; BalaGAN's rises least")
   return "\n".join(lines)

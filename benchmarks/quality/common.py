@@ -98,6 +98,28 @@ def aggregate(runs: Sequence[Mapping[str, Any]], group_keys: Sequence[str],
           for key, members in groups.items()]
 
 
+def paired_difference(runs: Sequence[Mapping[str, Any]], key: str, treated, baseline,
+                      metric: str, match: Sequence[str] = ("seed",)) -> dict[str, Any] | None:
+  """`metric` of the runs with run[key] == treated minus that of the baseline run with
+  the same `match` values (the seed: same judges, same data order), as `mean_std` of
+  the differences plus "positive", how many were above 0. Pairing removes what the
+  seeds share, so a small effect that every seed shows is not lost in the spread of
+  the seeds' levels. None where no run pairs."""
+  base = {tuple(r[m] for m in match): r[metric] for r in runs if r[key] == baseline}
+  diffs = [r[metric] - base[k] for r in runs if r[key] == treated
+           and (k := tuple(r[m] for m in match)) in base]
+  if not diffs:
+    return None
+  return {**mean_std(diffs), "positive": int(np.sum(np.asarray(diffs) > 0))}
+
+
+def format_paired(difference: Mapping[str, Any]) -> str:
+  """A `paired_difference` as "+0.017 ± 0.006 (3/3 seeds > 0)"."""
+  spread = "" if difference["std"] is None else f" ± {difference['std']:.3f}"
+  return (f"{difference['mean']:+.3f}{spread} "
+          f"({difference['positive']}/{difference['n']} seeds > 0)")
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   """A plain-text table; floats get 3 decimals, `mean_std` dicts print as
   "mean ± std" (the mean alone for one seed), None as "-"."""

@@ -391,6 +391,12 @@ def format_results(results: dict) -> str:
       f"y {runs[0]['classifier_acc_y']:.3f})",
       f"Figure 3 (every class's share over training): {results['figure']}",
   ]
+  for scheme in [a["scheme"] for a in results["aggregates"] if a["scheme"] != "none"]:
+    diffs = [common.paired_difference(runs, "scheme", scheme, "none", f"class_match_{d}")
+             for d in ("x_to_y", "y_to_x")]
+    if diffs[0]:
+      notes.append(f"{scheme} - none, paired by seed: match x->y "
+                   f"{common.format_paired(diffs[0])}, y->x {common.format_paired(diffs[1])}")
   seed_headers = ["scheme", "seed", "match x->y", "match y->x", f"share{c} x", f"share{c} y",
                   "TV gap", f"rel w{c} x", f"rel w{c} y", "FID x->y", "FID y->x", "wall s"]
   seed_rows = [[r["scheme"], r["seed"], r["class_match_x_to_y"], r["class_match_y_to_x"],
