@@ -9,7 +9,6 @@ import json
 import os
 from typing import Any
 
-import jax
 import numpy as np
 from absl import logging
 
@@ -47,8 +46,6 @@ def write_inspection(config, workdir: str, mods, domain_sources,
                      quality: dict[str, Any] | None = None) -> None:
   """clusters.png (row c = samples of modality c) + summary.json (with `quality`, see
   `clustering_quality`, where given) + the grid and summary in TensorBoard."""
-  if jax.process_index() != 0:
-    return
   out_dir = os.path.join(workdir, "modalities")
   os.makedirs(out_dir, exist_ok=True)
   mods.save_summary(os.path.join(out_dir, SUMMARY_FILE), quality)

@@ -20,6 +20,7 @@ from absl import logging
 from etils import epath
 
 from i2i_jax.errors import CheckpointError
+from i2i_jax.training import hosts
 
 _STATE = "state"
 _MAX_NAMED_PROBLEMS = 8  # enough to see the pattern; not a wall of text
@@ -134,9 +135,10 @@ class Checkpointer:
     step_dir = ocp.step.find_step_path(self.directory, ocp.step.standard_name_format(),
                                        step=step)
     aside = self.directory / "corrupt" / f"{step}-{int(time.time())}"
-    if jax.process_index() == 0:
+    if hosts.is_primary():
       aside.parent.mkdir(parents=True, exist_ok=True)
       step_dir.rename(aside)
+    hosts.barrier(f"set aside {step}")  # every process reloads after the move
     self._manager.reload()
     return aside
 
@@ -214,11 +216,12 @@ def _stored_shape(leaf) -> tuple[int, ...]:
 
 def save_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
   """Creates `workdir` and writes the run's config to `workdir/config.json` (process 0)
-  for later reference: `load_config` reads it back."""
+  for later reference: `load_config` reads it back. Returns when every process may."""
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
+  if hosts.is_primary():
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+  hosts.barrier("config.json")
 
 
 def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
