@@ -5,11 +5,10 @@ BalaGAN's modalities, metrics, samples) have one writer, process 0; a process th
 reads such a file first waits at a barrier until it is written.
 """
 
-import functools
-
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from i2i_jax.training import sharding
 
@@ -20,24 +19,26 @@ def is_primary() -> bool:
 
 
 def barrier(name: str) -> None:
-  """Returns once every process has called `barrier`; at once in a 1-process job.
+  """Returns once every process has called `barrier(name)`; at once in a 1-process job."""
+  if jax.process_count() > 1:
+    logging.info("Waiting for every process at %r.", name)
+    multihost_utils.sync_global_devices(name)
 
-  It is a sum over the devices of the data mesh, in the mesh's order, so that the
-  first barrier also opens the connections the training steps' collectives use. On
-  CPU that matters: gloo gives a group of devices 30 s to meet at its first
-  collective (then waits as long as it takes), and the processes reach their first
-  step further apart than that when one of them compiles it while another reads it
-  from the compile cache (whose keys differ by process on CPU).
+
+def connect() -> None:
+  """Runs one collective on each group of devices the job uses, right after joining.
+
+  On CPU that matters: gloo gives a group of devices 30 s to meet at its first
+  collective (then waits as long as it takes), and later the processes drift further
+  apart than that: process 0 reads a compiled step from the compile cache while the
+  others compile it (the cache keys differ by process on CPU). The groups are one
+  device per process (barriers, orbax's included) and the data mesh (the steps).
   """
   if jax.process_count() == 1:
     return
-  logging.info("Waiting for every process at %r.", name)
+  barrier("joined")
   mesh = sharding.make_data_mesh()
   ones = jax.make_array_from_process_local_data(sharding.batch_sharding(mesh),
                                                 np.ones(jax.local_device_count(), np.int32))
-  _sum_on(sharding.replicated_sharding(mesh))(ones).block_until_ready()
-
-
-@functools.cache
-def _sum_on(out_sharding):
-  return jax.jit(lambda x: x.sum(), out_shardings=out_sharding)
+  jax.jit(lambda x: x.sum(), out_shardings=sharding.replicated_sharding(mesh))(
+      ones).block_until_ready()

@@ -43,8 +43,7 @@ def initialize() -> None:
       jax.distributed.initialize()
     except (RuntimeError, ValueError) as e:
       logging.warning("Not joining a multi-host job (%s); running single-host.", e)
-  # Meeting now opens the connections the training steps use (see `hosts.barrier`).
-  hosts.barrier("joined")
+  hosts.connect()
   cache_dir = os.environ.get("I2I_JAX_CACHE_DIR",
                              os.path.join(os.path.expanduser("~"), ".cache", "i2i_jax", "xla"))
   if cache_dir:
@@ -78,8 +77,8 @@ def _launched_as_multi_host() -> bool:
   """True on multi-host jobs whose launchers set these (GKE, SLURM, tpu_vm.sh)."""
   keys = ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS",
           "MEGASCALE_COORDINATOR_ADDRESS", "CLOUD_TPU_TASK_ID")
-  hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
-  return any(os.environ.get(k) for k in keys if k != "TPU_WORKER_HOSTNAMES") or "," in hosts
+  workers = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+  return any(os.environ.get(k) for k in keys if k != "TPU_WORKER_HOSTNAMES") or "," in workers
 
 
 def _on_tpu_vm() -> bool:
