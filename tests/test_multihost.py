@@ -11,6 +11,7 @@ minutes on 2 cores (-m slow).
 import os
 import sys
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -43,7 +44,10 @@ def _train(module, config_file, config, base, workdir, processes):
 
 def _saved_state(directory, step):
   path = os.path.join(directory, "checkpoints", str(step), "state")
-  return ocp.tree.to_flat_dict(ocp.PyTreeCheckpointer().restore(path))
+  checkpointer = ocp.PyTreeCheckpointer()
+  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                          checkpointer.metadata(path).item_metadata.tree)
+  return ocp.tree.to_flat_dict(checkpointer.restore(path, restore_args=as_numpy))
 
 
 def _assert_same_training(one, two, step):
