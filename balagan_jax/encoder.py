@@ -33,7 +33,7 @@ from i2i_jax.training.state import NetState, compute_dtype
 
 # What spherical k-means clusters: the encoder's h ("representation") or z ("projection").
 EMBEDDING_FEATURES = ("representation", "projection")
-_STREAMS = ("encoder_source", "encoder_target")  # checkpoint item names of the streams
+STREAMS = ("encoder_source", "encoder_target")  # checkpoint item names of the streams
 _INIT_SALT = 0  # folded into config.seed
 
 Dtype = Any
@@ -154,7 +154,7 @@ def _step_fn(model: ContrastiveEncoder, temperature: float, names: tuple[str, ..
 
   def step(state: EncoderState, batch):
     rng, key_i, key_j = jax.random.split(state.rng, 3)
-    images = _to_rgb(batch["image"])
+    images = jnp.concatenate([_to_rgb(batch[name]) for name in STREAMS])
     augment = functools.partial(augment_lib.augment_batch, names=names,
                                 jitter_strength=jitter_strength, crop_scale=crop_scale)
     x_i, x_j = augment(key_i, images), augment(key_j, images)
@@ -203,35 +203,38 @@ def _check_same_shape(config) -> None:
         f"{tgt.image_size}px x {tgt.channels}")
 
 
-def _split_batch(batch: int, num_source: int, num_target: int) -> tuple[int, int]:
-  """Per-host batch shares of A and B, proportional to the domain sizes.
+def _split_batch(batch: int, num_source: int, num_target: int,
+                 devices: int = 1) -> tuple[int, int]:
+  """Global batch shares of A and B, proportional to the domain sizes, in multiples of
+  `devices` (each share is split over all devices).
 
   The authors sample the union A + B uniformly; a fixed proportional share has the
-  same expected composition. Each domain gets at least one image per batch.
+  same expected composition. Each domain gets at least one image per device.
   """
-  if batch < 2:
-    raise ConfigError(f"the per-host encoder batch must hold at least 2 images, got {batch}")
-  n_target = min(max(round(batch * num_target / (num_source + num_target)), 1), batch - 1)
-  return batch - n_target, n_target
+  if batch < 2 * devices:
+    raise ConfigError(f"config.encoder.batch_size must hold at least 2 images per device "
+                      f"({devices} devices), got {batch}")
+  units = batch // devices
+  n_target = min(max(round(units * num_target / (num_source + num_target)), 1), units - 1)
+  return batch - n_target * devices, n_target * devices
 
 
 def _encoder_streams(config, num_source: int, num_target: int) -> dict[str, Any]:
-  """One grain stream per domain (each with its own preprocessing), sized by share."""
-  batch = sharding.per_host_batch_size(config.encoder.batch_size, "config.encoder.batch_size")
-  shares = _split_batch(batch, num_source, num_target)
+  """One grain stream per domain (each with its own preprocessing), this host's part of
+  the domain's share of the global batch (the step joins them: A's share, then B's)."""
+  sharding.per_host_batch_size(config.encoder.batch_size, "config.encoder.batch_size")
+  shares = _split_batch(int(config.encoder.batch_size), num_source, num_target,
+                        jax.device_count())
   domains_ = (config.data.source, config.data.target)
   return {name: iter(pipeline.make_domain_dataset(
-              pipeline.without_resampling(domain), batch_size=share,
+              pipeline.without_resampling(domain), batch_size=share // jax.process_count(),
               seed=config.seed + 100 + i))
-          for i, (name, domain, share) in enumerate(zip(_STREAMS, domains_, shares))}
+          for i, (name, domain, share) in enumerate(zip(STREAMS, domains_, shares))}
 
 
 def put_batch(batch, mesh) -> dict[str, jax.Array]:
-  """Host batches of both domains, concatenated (grey ones made RGB) and sharded."""
-  parts = [batch[name]["image"] for name in _STREAMS]
-  if any(p.shape[-1] == 1 for p in parts) and any(p.shape[-1] == 3 for p in parts):
-    parts = [np.repeat(p, 3, axis=-1) if p.shape[-1] == 1 else p for p in parts]
-  return sharding.shard_batch({"image": np.concatenate(parts)}, mesh)
+  """Both domains' images, each split over the devices; the step joins them."""
+  return sharding.shard_batch({name: batch[name]["image"] for name in STREAMS}, mesh)
 
 
 def init_encoder_state(config, image_shape: tuple[int, int, int]) -> EncoderState:

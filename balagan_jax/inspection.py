@@ -8,7 +8,6 @@ the source has them) and both again to TensorBoard.
 import json
 from typing import Any
 
-import jax
 import numpy as np
 from absl import logging
 from etils import epath
@@ -47,8 +46,6 @@ def write_inspection(config, workdir: str, mods, domain_sources,
                      quality: dict[str, Any] | None = None) -> None:
   """clusters.png (row c = samples of modality c) + summary.json (with `quality`, see
   `clustering_quality`, where given) + the grid and summary in TensorBoard."""
-  if jax.process_index() != 0:
-    return
   out_dir = epath.Path(workdir) / "modalities"
   mods.save_summary(out_dir / SUMMARY_FILE, quality)
   rows = _grid_rows(config, mods, domain_sources)

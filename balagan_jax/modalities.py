@@ -39,6 +39,7 @@ from i2i_jax import files
 from i2i_jax.data import domains, pipeline, sources
 from i2i_jax.errors import ConfigError
 from i2i_jax.evaluation import metrics
+from i2i_jax.training import hosts
 
 ASSIGNMENT_FILE = "assignment.npz"
 _KMEANS_SALT = 2  # folded into config.seed
@@ -165,8 +166,8 @@ def _renumber(labels: np.ndarray) -> tuple[np.ndarray, int]:
   return labels.astype(np.int32), len(values)
 
 
-def _from_clusters(config, workdir, domain_sources) -> Modalities:
-  embedder = encoder.Embedder(encoder.train_encoder(config, workdir), config)
+def _from_clusters(config, encoder_variables, domain_sources) -> Modalities:
+  embedder = encoder.Embedder(encoder_variables, config)
   num_source, num_target = len(domain_sources[0]), len(domain_sources[1])
   k_source = int(config.modalities.k_source) or clustering.choose_k(num_source, num_target)
   logging.info("Clustering %d source images into %d modalities.", num_source, k_source)
@@ -278,34 +279,51 @@ def find_modalities(config: ml_collections.ConfigDict, workdir: str) -> Modaliti
   The labels are saved to `workdir/modalities/assignment.npz` (written last: its
   presence means done), with summary.json and the clusters.png inspection grid. Clusters
   of a labelled source are scored against its labels, next to k-means on raw pixels
-  (`clustering_quality`): logged and in summary.json.
+  (`clustering_quality`): logged and in summary.json. In a multi-host job process 0
+  finds and writes them, and every process returns what it wrote.
   """
   path = assignment_path(workdir)
   domain_sources = _domain_sources(config)
-  if path.exists():
-    mods = Modalities.load(path)
-    if (len(mods.source_labels), len(mods.target_labels)) != tuple(map(len, domain_sources)):
-      raise ConfigError(
-          f"{path} labels {len(mods.source_labels)} source and {len(mods.target_labels)} "
-          f"target images, but the configured domains have {len(domain_sources[0])} and "
-          f"{len(domain_sources[1])}; delete it (or use another workdir) to find modalities anew")
+  found = path.exists()
+  hosts.barrier("modalities looked up")  # every process has looked before any writes
+  if not found:
+    _find_and_save(config, workdir, path, domain_sources)
+  hosts.barrier("modalities saved")  # process 0 has written them; all read its file
+  mods = Modalities.load(path)
+  if (len(mods.source_labels), len(mods.target_labels)) != tuple(map(len, domain_sources)):
+    raise ConfigError(
+        f"{path} labels {len(mods.source_labels)} source and {len(mods.target_labels)} "
+        f"target images, but the configured domains have {len(domain_sources[0])} and "
+        f"{len(domain_sources[1])}; delete it (or use another workdir) to find modalities anew")
+  if found:
     logging.info("Loaded %d + %d modalities (%s) from %s.", mods.k_source, mods.k_target,
                  mods.method, path)
-    return mods
+  return mods
+
+
+def _find_and_save(config, workdir: str, path: epath.Path, domain_sources) -> None:
+  """Finds the modalities by `config.modalities.assignment` and saves them to `path`,
+  with the inspection files.
+
+  Every process trains the encoder (data parallel); process 0 alone clusters, scores,
+  inspects and writes, so that every host trains on one assignment: k-means run on
+  each host could differ in the last bit of a similarity, and with it a label.
+  """
   method = config.modalities.assignment
+  encoder_variables = encoder.train_encoder(config, workdir) if method == "clusters" else None
+  if not hosts.is_primary():
+    return
   if method == "clusters":
-    mods = _from_clusters(config, workdir, domain_sources)
+    mods = _from_clusters(config, encoder_variables, domain_sources)
   elif method == "labels":
     mods = _from_labels(config, domain_sources)
   else:
     mods = _from_file(method, domain_sources)
   logging.info("Modalities (%s): sizes %s.", mods.method, mods.sizes().tolist())
   quality = None
-  if method == "clusters" and jax.process_index() == 0:
+  if method == "clusters":
     quality = clustering_quality(config, mods, domain_sources)
     if quality:
       logging.info("Modalities %s.", _describe_quality(quality))
   inspection.write_inspection(config, workdir, mods, domain_sources, quality)
-  if jax.process_index() == 0:
-    mods.save(path)
-  return mods
+  mods.save(path)

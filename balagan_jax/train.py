@@ -13,7 +13,7 @@ from balagan_jax import modalities as modalities_lib
 from balagan_jax.method import BalaGAN, TrainState
 from i2i_jax.data import domains, pipeline, sources
 from i2i_jax.errors import ConfigError
-from i2i_jax.training import sharding, trainer
+from i2i_jax.training import hosts, sharding, trainer
 from i2i_jax.training.checkpoint import save_config
 
 PAIR_SAMPLINGS = ("images", "modalities")  # see config.pair_sampling
@@ -66,7 +66,9 @@ def train_translation(config, workdir: str, mods: modalities_lib.Modalities) -> 
     return {"translation": evaluate.translation_grid(sample, state, sources_a, references_b)}
 
   evaluator = None
-  if config.eval_every and evaluate.can_evaluate(config, config.eval.inception_weights):
+  # Process 0 evaluates alone (`trainer.Trainer.run`): only it trains or reads the judges.
+  if (config.eval_every and hosts.is_primary()
+      and evaluate.can_evaluate(config, config.eval.inception_weights)):
     evaluator = evaluate.Evaluator(config, workdir, mods, model,
                                    inception_weights=config.eval.inception_weights,
                                    num_eval=config.num_eval)

@@ -74,5 +74,6 @@ def balagan_encoder(config) -> Workload:
       title=(f"BalaGAN contrastive encoder step {size}x{size}, batch {batch} (two views "
              f"each), {dtype_name(config)}"),
       step_fn=encoder.make_step(config),
-      state=encoder.init_encoder_state(config, (size, size, 3)), batch={"image": images},
+      state=encoder.init_encoder_state(config, (size, size, 3)),
+      batch=dict(zip(encoder.STREAMS, np.split(images, [batch // 2]))),
       images_per_step=batch)

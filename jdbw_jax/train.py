@@ -6,7 +6,7 @@ import functools
 import jax
 
 from i2i_jax.data import pipeline
-from i2i_jax.training import sharding, trainer
+from i2i_jax.training import hosts, sharding, trainer
 from i2i_jax.training.checkpoint import save_config
 from jdbw_jax import evaluate
 from jdbw_jax.method import JDBW, TrainState
@@ -44,7 +44,9 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                                  jax.random.key(config.seed + step))
 
   evaluator = None
-  if config.eval_every and evaluate.can_evaluate(config, config.eval.inception_weights):
+  # Process 0 evaluates alone (`trainer.Trainer.run`): only it trains or reads the judges.
+  if (config.eval_every and hosts.is_primary()
+      and evaluate.can_evaluate(config, config.eval.inception_weights)):
     evaluator = evaluate.Evaluator(config, workdir, model,
                                    inception_weights=config.eval.inception_weights,
                                    num_eval=config.num_eval)

@@ -1,22 +1,26 @@
 """When the entrypoints join a multi-host job."""
 
 import logging
+import re
 
 import jax
 import pytest
 
+from i2i_jax.errors import ConfigError
 from i2i_jax.training import runtime
 
 _LAUNCHER_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS",
                        "MEGASCALE_COORDINATOR_ADDRESS", "CLOUD_TPU_TASK_ID",
-                       "I2I_JAX_DISTRIBUTED")
+                       "I2I_JAX_DISTRIBUTED", *runtime.EXPLICIT_VARIABLES)
 
 
 @pytest.fixture
 def joins(monkeypatch):
-  """Records jax.distributed.initialize() calls instead of making them."""
+  """Records jax.distributed.initialize() calls (1, or their keyword arguments) instead
+  of making them."""
   calls = []
-  monkeypatch.setattr(jax.distributed, "initialize", lambda: calls.append(1))
+  monkeypatch.setattr(jax.distributed, "initialize",
+                      lambda **kwargs: calls.append(kwargs or 1))
   monkeypatch.setenv("I2I_JAX_CACHE_DIR", "")  # leave this process' compile cache alone
   for name in _LAUNCHER_VARIABLES:
     monkeypatch.delenv(name, raising=False)
@@ -43,7 +47,8 @@ def test_tpu_vm_without_variables_joins_and_tolerates_a_single_host(joins, monke
   runtime.initialize()
   assert joins == [1]
 
-  def no_cluster():
+  def no_cluster(**kwargs):
+    del kwargs
     raise ValueError("coordinator_address should be defined")
 
   monkeypatch.setattr(jax.distributed, "initialize", no_cluster)
@@ -61,3 +66,37 @@ def test_environment_forces_the_choice(joins, monkeypatch):
   monkeypatch.setenv("I2I_JAX_DISTRIBUTED", "1")
   runtime.initialize()
   assert joins == [1]
+
+
+def test_explicit_variables_name_coordinator_count_and_id(joins, monkeypatch):
+  monkeypatch.setenv("I2I_JAX_COORDINATOR", "10.0.0.2:1234")
+  monkeypatch.setenv("I2I_JAX_NUM_PROCESSES", "4")
+  monkeypatch.setenv("I2I_JAX_PROCESS_ID", "3")
+  runtime.initialize()
+  assert joins == [{"coordinator_address": "10.0.0.2:1234", "num_processes": 4,
+                    "process_id": 3}]
+
+
+@pytest.mark.parametrize("count,index,message", [
+    ("", "1", "I2I_JAX_NUM_PROCESSES not set"), ("2", "2", "not in [0, I2I_JAX_NUM_PROCESSES=2)"),
+    ("two", "0", "must be integers")])
+def test_explicit_variables_are_checked(joins, monkeypatch, count, index, message):
+  monkeypatch.setenv("I2I_JAX_COORDINATOR", "10.0.0.2:1234")
+  monkeypatch.setenv("I2I_JAX_NUM_PROCESSES", count)
+  monkeypatch.setenv("I2I_JAX_PROCESS_ID", index)
+  with pytest.raises(ConfigError, match=re.escape(message)):
+    runtime.initialize()
+  assert not joins
+
+
+def test_a_coordinator_alone_says_what_is_missing(monkeypatch):
+  monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.2:1234")
+  monkeypatch.setenv("I2I_JAX_CACHE_DIR", "")
+
+  def without_count(**kwargs):
+    del kwargs
+    raise ValueError("Number of processes must be defined.")
+
+  monkeypatch.setattr(jax.distributed, "initialize", without_count)
+  with pytest.raises(ConfigError, match="I2I_JAX_NUM_PROCESSES"):
+    runtime.initialize()

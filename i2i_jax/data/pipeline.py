@@ -125,16 +125,43 @@ def _epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
   return np.random.default_rng([seed % 2**63, epoch]).permutation(size)
 
 
+def _global_positions(local, batch_size: int, shard_index: int, shard_count: int):
+  """Where element(s) `local` of host `shard_index`'s stream sit in the global stream.
+
+  Global batch b is the hosts' batches b one after another, in host order: host i
+  reads block i of it. The mesh puts process i's devices at block i
+  (`sharding.make_data_mesh`), so the devices see the global batch that one
+  process would read.
+  """
+  batch, offset = np.divmod(local, batch_size)
+  return (batch * shard_count + shard_index) * batch_size + offset
+
+
+@dataclasses.dataclass(frozen=True)
+class _HostBlock(grain.transforms.Map):
+  """Element j of host `shard_index`'s record stream -> its record of the global one."""
+
+  records: grain.MapDataset
+  batch_size: int
+  shard_index: int
+  shard_count: int
+
+  def map(self, j):
+    return self.records[int(_global_positions(j, self.batch_size, self.shard_index,
+                                              self.shard_count))]
+
+
 @dataclasses.dataclass(frozen=True)
 class _ReadBatch(grain.transforms.Map):
   """Batch number -> that batch of this host's share of a domain held in memory.
 
   The global stream visits the records in a fresh random order every epoch; host
-  `shard_index` of `shard_count` takes every shard_count-th record of it, as the
-  record-by-record path does. The batch is gathered and augmented whole, its random
-  geometry drawn per stream position (`transforms.record_uniforms`), so the data
-  depend neither on batching nor on the number of hosts. Per-record grain
-  operations (~30 us for a shuffled index alone) would cost more than the work.
+  `shard_index` of `shard_count` takes block `shard_index` of each global batch
+  (`_global_positions`), as the record-by-record path does. The batch is gathered
+  and augmented whole, its random geometry drawn per stream position
+  (`transforms.record_uniforms`), so the data depend neither on batching nor on the
+  number of hosts. Per-record grain operations (~30 us for a shuffled index alone)
+  would cost more than the work.
   """
 
   source: Any  # an ArraySource, or a ClassResampledSource over one
@@ -146,8 +173,8 @@ class _ReadBatch(grain.transforms.Map):
   expect: transforms.ExpectShape
 
   def map(self, batch_number):
-    positions = ((batch_number * self.batch_size + np.arange(self.batch_size))
-                 * self.shard_count + self.shard_index)
+    positions = _global_positions(batch_number * self.batch_size + np.arange(self.batch_size),
+                                  self.batch_size, self.shard_index, self.shard_count)
     epochs, offsets = np.divmod(positions, len(self.source))
     indices = np.empty_like(offsets)
     for epoch in np.unique(epochs):
@@ -171,7 +198,7 @@ def _batches_in_memory(cfg: ml_collections.ConfigDict, images: sources.ArraySour
   if repeat:
     num_batches = sys.maxsize // (batch_size * shard_count) - 1
   else:
-    num_batches = len(range(shard_index, len(source), shard_count)) // batch_size
+    num_batches = len(source) // (batch_size * shard_count)
   shape = (cfg.image_size, cfg.image_size, cfg.channels)
   ds = grain.MapDataset.range(num_batches).map(_ReadBatch(
       source, _augment(cfg, train), seed, batch_size, shard_index, shard_count,
@@ -193,7 +220,10 @@ def _batches(cfg: ml_collections.ConfigDict, *, seed: int, train: bool, repeat: 
                               batch_size=batch_size, shard_index=shard_index,
                               shard_count=shard_count)
   ds = _records(cfg, seed=seed, train=train, repeat=repeat, source=source)
-  return ds[shard_index::shard_count].batch(batch_size, drop_remainder=True)
+  local = len(ds) // (batch_size * shard_count) * batch_size
+  return (grain.MapDataset.range(local)
+          .map(_HostBlock(ds, batch_size, shard_index, shard_count))
+          .batch(batch_size, drop_remainder=True))
 
 
 def make_domain_dataset(cfg: ml_collections.ConfigDict, *, batch_size: int, seed: int,
@@ -211,9 +241,9 @@ def make_domain_dataset(cfg: ml_collections.ConfigDict, *, batch_size: int, seed
     train: repeat forever and use training augmentation; else one pass, no flips
       and centred crops.
     shard_index, shard_count: this host's share of the stream; default
-      jax.process_index() / jax.process_count(). Hosts read disjoint, interleaved
-      elements of one global stream, so together they see what one host with the
-      global batch would.
+      jax.process_index() / jax.process_count(). Host i reads block i of every
+      global batch of one global stream (`_global_positions`), so together the
+      hosts see what one host with the global batch would, in the same order.
     source: read this random-access source instead of building one from `cfg`
       (e.g. BalaGAN's modality-labelled union of both domains); the rest of `cfg`
       (re-sampling, augmentation, shape) still applies.

@@ -8,7 +8,8 @@
   checksums   per-array checksums saved with checkpoints, checked on restore
   writers     TensorBoard events without TensorFlow, and a reader for tests
   progress    steps/s, input wait and ETA lines
-  sharding    the data-parallel mesh, batch sharding, the per-host batch size
+  sharding    the data-parallel mesh, replicated state, batch sharding, per-host batch size
   cli         --config/--workdir entrypoints with one-line errors
   runtime     process set-up: multi-host join, compile cache
+  hosts       multi-host: process 0 writes the shared files, the others wait for them
 """

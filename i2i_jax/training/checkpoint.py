@@ -21,7 +21,7 @@ from etils import epath
 
 from i2i_jax import files
 from i2i_jax.errors import CheckpointError
-from i2i_jax.training import checksums
+from i2i_jax.training import checksums, hosts
 
 _STATE = "state"
 _CHECKSUMS = "checksums"
@@ -184,9 +184,10 @@ class Checkpointer:
     """
     step_dir = self._step_dir(step)
     aside = self.directory / "corrupt" / f"{step}-{int(time.time())}"
-    if jax.process_index() == 0:
+    if hosts.is_primary():
       aside.parent.mkdir(parents=True, exist_ok=True)
       step_dir.rename(aside)
+    hosts.barrier(f"set aside {step}")  # every process reloads after the move
     self._manager.reload()
     return aside
 
@@ -267,11 +268,12 @@ def _stored_shape(leaf) -> tuple[int, ...]:
 
 def save_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
   """Creates `workdir` and writes the run's config to `workdir/config.json` (process 0)
-  for later reference: `load_config` reads it back."""
+  for later reference: `load_config` reads it back. Returns when every process may."""
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
+  if hosts.is_primary():
     files.write_atomic(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
+  hosts.barrier("config.json")
 
 
 def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:

@@ -2,6 +2,9 @@
 
 The training state is replicated and each batch is split along its batch axis;
 `jax.jit` then partitions the step and inserts the gradient all-reduces itself.
+Every process runs the same program on its own devices: it can put data only
+there, so global arrays are assembled from each process's part
+(`jax.make_array_from_callback`, `jax.make_array_from_process_local_data`).
 """
 
 from collections.abc import Sequence
@@ -23,10 +26,15 @@ def make_data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   merge a sharded dim) then demand explicit `out_sharding`s, whereas the steps
   here are plain `jax.jit` functions that rely on the compiler propagating the
   input shardings.
+
+  The devices are ordered by process, so process i feeds block i of every global
+  batch: with the pipeline's host shards (`pipeline.make_domain_dataset`) the
+  global batch is the one a single process would read, whatever the process
+  count. A 1-D mesh spans the whole all-reduce, so this order costs nothing.
   """
   devices = jax.devices() if devices is None else list(devices)
-  return jax.make_mesh((len(devices),), (DATA_AXIS,),
-                       axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+  devices = sorted(devices, key=lambda d: d.process_index)  # stable: keeps local order
+  return Mesh(np.array(devices), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def per_host_batch_size(batch_size: int, field: str = "config.batch_size") -> int:
@@ -60,13 +68,33 @@ def batch_sharding(mesh: Mesh, batch_axis: int = 0, ndim: int | None = None) -> 
 
 
 def replicate(tree, mesh: Mesh):
-  """Copies a pytree onto every device of `mesh`.
+  """Copies a pytree onto every device of `mesh`, typed PRNG keys included.
 
   Multi-host: every process must pass the same values (e.g. parameters
-  initialised from the same seed); jax checks that. The result never aliases
-  the input, so donating it to a jitted step cannot delete the caller's arrays.
+  initialised from the same seed) and copies them onto its own devices. The
+  result never aliases the input, so donating it to a jitted step cannot delete
+  the caller's arrays.
   """
-  return jax.device_put(tree, replicated_sharding(mesh), may_alias=False)
+  target = replicated_sharding(mesh)
+
+  def put(leaf):
+    if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(leaf)),
+                                      impl=jax.random.key_impl(leaf))
+    host = np.asarray(leaf)
+    return jax.make_array_from_callback(host.shape, target, lambda index: host[index])
+
+  return jax.tree.map(put, tree)
+
+
+def host_local(tree):
+  """This process's own copy of a replicated pytree, on its first local device.
+
+  Host-side work on a replicated state (sample grids, evaluation) runs on it:
+  jitted functions mixing a global state with host numpy inputs would span
+  every process, and the other processes are not calling them.
+  """
+  return jax.tree.map(lambda leaf: leaf.addressable_data(0), tree)
 
 
 def shard_batch(tree, mesh: Mesh, batch_axis: int = 0):

@@ -3,11 +3,11 @@
 A method hands a `Trainer` only what is its own: the initial state, its named data
 streams, the pure step `(state, batch) -> (state, metrics)`, how a host batch is put
 on the devices, and optionally its sample grids and its evaluation. The trainer does
-the rest the same way for all: it restores the latest checkpoint (state and stream
-positions) or starts from the initial state, logs the parameter table (clu's
-`parameter_overview`, as flax's examples do), replicates the state over the data
-mesh, jits the step, and runs `loop.run` with TensorBoard metrics, periodic sample
-grids and evaluations, checkpoints and preemption handling.
+the rest the same way for all: it replicates the initial state over the data mesh,
+restores the latest checkpoint onto it (state and stream positions), logs the
+parameter table (clu's `parameter_overview`, as flax's examples do), jits the step,
+and runs `loop.run` with TensorBoard metrics, periodic sample grids and evaluations
+(process 0's), checkpoints and preemption handling.
 
 A stage's directory holds `checkpoints/`, `tensorboard/` and `samples/<grid>_<step>.png`.
 """
@@ -26,7 +26,7 @@ from jax.sharding import Mesh
 
 from i2i_jax import images
 from i2i_jax.data.prefetch import DevicePrefetcher
-from i2i_jax.training import loop, sharding
+from i2i_jax.training import hosts, loop, sharding
 from i2i_jax.training.checkpoint import Checkpointer
 from i2i_jax.training.state import NetState
 from i2i_jax.training.writers import MetricWriter
@@ -101,6 +101,9 @@ class Trainer:
     self._checkpointer = Checkpointer(self.directory / "checkpoints",
                                       max_to_keep=schedule.max_to_keep,
                                       save_interval_steps=schedule.checkpoint_every)
+    self._mesh = sharding.make_data_mesh()
+    # Replicated first, so that a checkpoint is restored straight onto every device.
+    initial_state = sharding.replicate(initial_state, self._mesh)
     restored = self._checkpointer.restore(initial_state, self._checkpoint_items(self._streams))
     self.state, self.start_step = restored or (initial_state, 0)
     if restored is not None:
@@ -132,22 +135,23 @@ class Trainer:
       if self.finished:
         return self.state
       _log_parameters(self.state)
-      mesh = sharding.make_data_mesh()
+      mesh = self._mesh
       logging.info("Devices: %s (processes: %d)", jax.devices(), jax.process_count())
-      state = sharding.replicate(self.state, mesh)
       with MetricWriter(self.directory / "tensorboard") as writer, \
           device_batches(self._streams, put_batch, mesh) as batches:
         if self.start_step == 0:
           writer.write_hparams(hparams)
         actions = []
-        if sample_grids is not None:
+        # Samples and evaluations are written by process 0 alone, from its own copy of
+        # the state; the other processes go on to the next step and wait for it there.
+        if sample_grids is not None and hosts.is_primary():
           actions.append(loop.PeriodicAction(self.schedule.sample_every, functools.partial(
               self._write_samples, writer, sample_grids)))
-        if evaluate is not None:
+        if evaluate is not None and hosts.is_primary():
           actions.append(loop.PeriodicAction(self.schedule.eval_every, functools.partial(
               _write_evaluation, writer, evaluate)))
         return loop.run(
-            state=state, step_fn=jit_train_step(train_step, mesh), batches=batches,
+            state=self.state, step_fn=jit_train_step(train_step, mesh), batches=batches,
             start_step=self.start_step, num_steps=self.schedule.num_steps,
             checkpointer=self._checkpointer,
             data_iterators=self._checkpoint_items(batches.positions),
@@ -158,15 +162,14 @@ class Trainer:
       self._checkpointer.close()
 
   def _write_samples(self, writer: MetricWriter, sample_grids, step: int, state) -> None:
-    grids = sample_grids(state, step)
+    grids = sample_grids(sharding.host_local(state), step)
     writer.write_images(step, grids)
-    if jax.process_index() == 0:
-      for name, grid in grids.items():
-        images.save_png(self.directory / "samples" / f"{name}_{step:07d}.png", grid)
+    for name, grid in grids.items():
+      images.save_png(self.directory / "samples" / f"{name}_{step:07d}.png", grid)
 
 
 def _write_evaluation(writer: MetricWriter, evaluate, step: int, state) -> None:
-  scores = evaluate(state)
+  scores = evaluate(sharding.host_local(state))
   logging.info("Step %d: %s", step, {k: round(v, 4) for k, v in scores.items()})
   writer.write_scalars(step, {f"eval/{k}": v for k, v in scores.items()})
 
