@@ -42,9 +42,11 @@ class Checkpointer:
         ocp.checkpoint_managers.FixedIntervalPolicy(save_interval_steps),
         ocp.checkpoint_managers.PreemptionCheckpointingPolicy(),
     ])
-    # orbax rejects relative paths (tensorstore needs absolute ones).
+    # orbax rejects relative paths (tensorstore needs absolute ones); a gs:// path
+    # is absolute already, and `absolute()` would prefix it with the cwd.
+    directory = epath.Path(directory)
     self._manager = ocp.CheckpointManager(
-        epath.Path(directory).absolute(),
+        directory if directory.is_absolute() else directory.absolute(),
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                              save_decision_policy=policy))
     self._metadata_handler = ocp.StandardCheckpointHandler()
@@ -233,7 +235,7 @@ def restore_state(workdir: str | os.PathLike, target_state, step: int = 0):
   """The state of `workdir/checkpoints` at `step` (0: the latest), with the structure of
   `target_state` (e.g. `jax.eval_shape` of the method's init): what translation and
   evaluation start from."""
-  with Checkpointer(os.path.join(workdir, "checkpoints")) as checkpointer:
+  with Checkpointer(epath.Path(workdir) / "checkpoints") as checkpointer:
     restored = checkpointer.restore(target_state, step=step or None)
   if restored is None:
     raise CheckpointError(f"no checkpoint in {workdir}/checkpoints")

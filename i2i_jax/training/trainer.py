@@ -14,7 +14,6 @@ A stage's directory holds `checkpoints/`, `tensorboard/` and `samples/<grid>_<st
 
 import dataclasses
 import functools
-import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -22,6 +21,7 @@ import jax
 import numpy as np
 from absl import logging
 from clu import parameter_overview
+from etils import epath
 from jax.sharding import Mesh
 
 from i2i_jax import images
@@ -92,13 +92,13 @@ class Trainer:
   `checkpoint_prefix + name`.
   """
 
-  def __init__(self, directory: str, initial_state, streams: Mapping[str, Iterator],
+  def __init__(self, directory: str | epath.PathLike, initial_state, streams: Mapping[str, Iterator],
                schedule: Schedule, *, checkpoint_prefix: str = ""):
-    self.directory = directory
+    self.directory = epath.Path(directory)  # local or gs://
     self.schedule = schedule
     self._streams = dict(streams)
     self._checkpoint_prefix = checkpoint_prefix
-    self._checkpointer = Checkpointer(os.path.join(directory, "checkpoints"),
+    self._checkpointer = Checkpointer(self.directory / "checkpoints",
                                       max_to_keep=schedule.max_to_keep,
                                       save_interval_steps=schedule.checkpoint_every)
     restored = self._checkpointer.restore(initial_state, self._checkpoint_items(self._streams))
@@ -135,7 +135,7 @@ class Trainer:
       mesh = sharding.make_data_mesh()
       logging.info("Devices: %s (processes: %d)", jax.devices(), jax.process_count())
       state = sharding.replicate(self.state, mesh)
-      with MetricWriter(os.path.join(self.directory, "tensorboard")) as writer, \
+      with MetricWriter(self.directory / "tensorboard") as writer, \
           device_batches(self._streams, put_batch, mesh) as batches:
         if self.start_step == 0:
           writer.write_hparams(hparams)
@@ -162,7 +162,7 @@ class Trainer:
     writer.write_images(step, grids)
     if jax.process_index() == 0:
       for name, grid in grids.items():
-        images.save_png(os.path.join(self.directory, "samples", f"{name}_{step:07d}.png"), grid)
+        images.save_png(self.directory / "samples" / f"{name}_{step:07d}.png", grid)
 
 
 def _write_evaluation(writer: MetricWriter, evaluate, step: int, state) -> None:
