@@ -8,7 +8,6 @@ check what a run wrote.
 """
 
 import collections
-import glob
 import os
 import struct
 from collections.abc import Iterator, Mapping
@@ -19,6 +18,7 @@ import ml_collections
 import numpy as np
 import tensorboardX
 from absl import logging
+from etils import epath
 from tensorboardX.proto import event_pb2
 from tensorboardX.record_writer import masked_crc32c
 
@@ -32,15 +32,28 @@ class MetricWriter:
   Only one process should write a run's events, so by default every process but
   `jax.process_index() == 0` gets a writer whose methods do nothing; callers can
   then write unconditionally.
+
+  `flush` makes what was written durable by closing the event file (tensorboardX's
+  own flush leaves queued events unwritten, and a gs:// event file is uploaded only
+  when flushed); the next write opens another file in the same directory.
   """
 
   def __init__(self, logdir: str | os.PathLike, *, enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
-    # A per-process suffix: tensorboardX names files by the second, so two writers
-    # opened on one directory within a second would otherwise overwrite each other.
-    self._writer = (tensorboardX.SummaryWriter(logdir=os.fspath(logdir),
-                                               filename_suffix=f".{os.getpid()}.{id(self)}")
-                    if self.enabled else None)
+    self._logdir = os.fspath(logdir)
+    self._files = 0
+    self._file_writer = None
+
+  @property
+  def _writer(self) -> tensorboardX.SummaryWriter:
+    if self._file_writer is None:
+      self._files += 1
+      # tensorboardX names files by the second, so writers opened on one directory
+      # within a second (other processes, other writers, this one after a flush)
+      # would overwrite each other without this suffix.
+      self._file_writer = tensorboardX.SummaryWriter(
+          logdir=self._logdir, filename_suffix=f".{os.getpid()}.{id(self)}.{self._files}")
+    return self._file_writer
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     if not self.enabled:
@@ -75,12 +88,12 @@ class MetricWriter:
     self._writer.add_text("hparams", table, global_step=0)
 
   def flush(self):
-    if self.enabled:
-      self._writer.flush()
+    if self._file_writer is not None:
+      self._file_writer.close()
+      self._file_writer = None
 
   def close(self):
-    if self.enabled:
-      self._writer.close()
+    self.flush()
 
   def __enter__(self) -> "MetricWriter":
     return self
@@ -130,14 +143,13 @@ def _flatten(tree, prefix: str = "") -> dict[str, Any]:
 # Reading event files back (tests only need tags, steps and values).
 
 
-def _records(path: str) -> Iterator[bytes]:
+def _records(path: epath.Path) -> Iterator[bytes]:
   """Yields the payloads of a TFRecord file: u64 length, u32 crc, data, u32 crc.
 
   A truncated last record (its writer is still running) ends the file quietly;
   a checksum mismatch anywhere else is an error.
   """
-  with open(path, "rb") as f:
-    data = f.read()
+  data = path.read_bytes()
   offset = 0
   while offset + 12 <= len(data):
     header = data[offset:offset + 8]
@@ -156,8 +168,9 @@ def _records(path: str) -> Iterator[bytes]:
 
 
 def _events(logdir: str | os.PathLike) -> Iterator[event_pb2.Event]:
-  """All events of the event files directly in `logdir`, file by file in name order."""
-  for path in sorted(glob.glob(os.path.join(os.fspath(logdir), _EVENT_FILE_GLOB))):
+  """All events of the event files directly in `logdir` (local or gs://), file by file
+  in name order."""
+  for path in sorted(epath.Path(logdir).glob(_EVENT_FILE_GLOB)):
     for record in _records(path):
       yield event_pb2.Event.FromString(record)
 
