@@ -6,12 +6,12 @@ the source has them) and both again to TensorBoard.
 """
 
 import json
-import os
 from typing import Any
 
 import jax
 import numpy as np
 from absl import logging
+from etils import epath
 
 from i2i_jax import images
 from i2i_jax.data import pipeline
@@ -49,9 +49,9 @@ def write_inspection(config, workdir: str, mods, domain_sources,
   `clustering_quality`, where given) + the grid and summary in TensorBoard."""
   if jax.process_index() != 0:
     return
-  out_dir = os.path.join(workdir, "modalities")
-  os.makedirs(out_dir, exist_ok=True)
-  mods.save_summary(os.path.join(out_dir, SUMMARY_FILE), quality)
+  out_dir = epath.Path(workdir) / "modalities"
+  out_dir.mkdir(parents=True, exist_ok=True)
+  mods.save_summary(out_dir / SUMMARY_FILE, quality)
   rows = _grid_rows(config, mods, domain_sources)
   if len({r.shape[1:3] for r in rows}) == 1:
     grids = {"modalities": images.make_grid(rows)}
@@ -61,9 +61,9 @@ def write_inspection(config, workdir: str, mods, domain_sources,
              "modalities_target": images.make_grid(rows[mods.k_source:])}
   for tag, grid in grids.items():
     name = GRID_FILE if tag == "modalities" else GRID_FILE.replace(".png", "_target.png")
-    images.save_png(os.path.join(out_dir, name), grid)
+    images.save_png(out_dir / name, grid)
   # Its own event directory: tensorboardX names event files by the second, so a writer
   # opened on the same directory within that second (stage 2's) would replace this file.
-  with MetricWriter(os.path.join(out_dir, "tensorboard")) as writer:
+  with MetricWriter(out_dir / "tensorboard") as writer:
     writer.write_images(0, grids)
     writer.write_texts(0, {"modalities/summary": json.dumps(mods.summary(quality))})

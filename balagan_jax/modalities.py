@@ -22,6 +22,7 @@ labels of the source ("labels"), or any assignment read from an .npz file.
 """
 
 import dataclasses
+import io
 import json
 import os
 from typing import Any
@@ -31,6 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 
 from balagan_jax import clustering, encoder, inspection
 from i2i_jax.data import domains, pipeline, sources
@@ -94,27 +96,32 @@ class Modalities:
     return summary if quality is None else {**summary, "quality": quality}
 
   def save(self, path: str | os.PathLike) -> None:
-    """Writes the labels to `path` (.npz) atomically: a crash leaves no partial file."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
+    """Writes the labels to `path` (.npz, local or gs://) atomically: a crash leaves no
+    partial file."""
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
       np.savez(f, source_labels=self.source_labels, target_labels=self.target_labels,
                k_source=self.k_source, k_target=self.k_target, method=self.method)
-    os.replace(tmp, path)
+    tmp.replace(path)
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> "Modalities":
-    with np.load(os.fspath(path)) as data:
+    with _load_npz(path) as data:
       return cls(source_labels=data["source_labels"], target_labels=data["target_labels"],
                  k_source=int(data["k_source"]), k_target=int(data["k_target"]),
                  method=str(data["method"]) if "method" in data else "")
 
   def save_summary(self, path: str | os.PathLike,
                    quality: dict[str, Any] | None = None) -> None:
-    with open(os.fspath(path), "w") as f:
-      json.dump(self.summary(quality), f, indent=2)
-      f.write("\n")
+    epath.Path(path).write_text(json.dumps(self.summary(quality), indent=2) + "\n")
+
+
+def _load_npz(path: str | os.PathLike):
+  """np.load of a local or gs:// .npz; read whole, as np.load needs a seekable file
+  (label files are small)."""
+  return np.load(io.BytesIO(epath.Path(path).read_bytes()))
 
 
 def training_domain(config, num_modalities: int | None) -> ml_collections.ConfigDict:
@@ -237,10 +244,10 @@ def _from_labels(config, domain_sources) -> Modalities:
 
 def _from_file(path: str, domain_sources) -> Modalities:
   """Labels from an .npz with "source" (and optionally "target") arrays, renumbered."""
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():
     raise ConfigError(f"config.modalities.assignment {path!r} is neither 'clusters', 'labels' "
                      "nor an existing .npz file")
-  with np.load(path) as data:
+  with _load_npz(path) as data:
     if "source" not in data:
       raise ConfigError(f"assignment file {path} has no 'source' array (it has "
                        f"{sorted(data.keys())})")
@@ -257,8 +264,8 @@ def _from_file(path: str, domain_sources) -> Modalities:
     target_labels, k_target = _renumber(arrays["target"])
   else:
     target_labels, k_target = np.zeros(len(domain_sources[1]), np.int32), 1
-  return Modalities(source_labels, target_labels + k_source, k_source, k_target,
-                    os.path.abspath(path))
+  where = path if "://" in path else os.path.abspath(path)
+  return Modalities(source_labels, target_labels + k_source, k_source, k_target, where)
 
 
 def find_modalities(config: ml_collections.ConfigDict, workdir: str) -> Modalities:
@@ -277,9 +284,9 @@ def find_modalities(config: ml_collections.ConfigDict, workdir: str) -> Modaliti
   of a labelled source are scored against its labels, next to k-means on raw pixels
   (`clustering_quality`): logged and in summary.json.
   """
-  path = os.path.join(workdir, "modalities", ASSIGNMENT_FILE)
+  path = epath.Path(workdir) / "modalities" / ASSIGNMENT_FILE
   domain_sources = _domain_sources(config)
-  if os.path.exists(path):
+  if path.exists():
     mods = Modalities.load(path)
     if (len(mods.source_labels), len(mods.target_labels)) != tuple(map(len, domain_sources)):
       raise ConfigError(

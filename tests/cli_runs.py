@@ -1,6 +1,7 @@
 """Running the training CLIs as real subprocesses: tiny configs as --config flags, and
 signals sent once a run reports a given step."""
 
+import importlib
 import os
 import re
 import subprocess
@@ -24,14 +25,23 @@ def _leaves(config, prefix: str = "") -> dict:
 
 def override_flags(base: ml_collections.ConfigDict,
                    config: ml_collections.ConfigDict) -> list[str]:
-  """The --config.KEY=VALUE flags that turn config file `base` into `config`."""
+  """The --config.KEY=VALUE flags that turn config file `base` into `config`.
+
+  A None cannot be given this way (a tuple field parses "None" as `(None,)`), so
+  `config` must not unset what `base` sets.
+  """
   base_leaves = _leaves(base)
-  return [f"--config.{key}={value}" for key, value in _leaves(config).items()
-          if base_leaves[key] != value]
+  flags = {key: value for key, value in _leaves(config).items() if base_leaves[key] != value}
+  unset = [key for key, value in flags.items() if value is None]
+  if unset:
+    raise ValueError(f"--config flags cannot unset {unset}")
+  return [f"--config.{key}={value}" for key, value in flags.items()]
 
 
-def command(module: str, config_file: str, workdir, base, config) -> list[str]:
-  """The CLI `module` with `config_file` overridden to `config` (a tiny test config)."""
+def command(module: str, config_file: str, workdir, config) -> list[str]:
+  """The CLI `module` with `config_file` (a module under the repository root) overridden
+  to `config` (a tiny test config)."""
+  base = importlib.import_module(config_file.removesuffix(".py").replace("/", ".")).get_config()
   return [sys.executable, "-m", module, f"--config={config_file}",
           f"--workdir={workdir}", *override_flags(base, config)]
 

@@ -12,7 +12,6 @@ import numpy as np
 
 import cli_runs
 import jdbw_tiny
-from configs import digits_demo
 from i2i_jax.training.checkpoint import Checkpointer
 from jdbw_jax import train
 from jdbw_jax.method import JDBW
@@ -23,7 +22,7 @@ _OVERRIDES = {"num_steps": 16, "checkpoint_every": 4, "log_every": 1, "sample_ev
 
 def _command(workdir, overrides):
   return cli_runs.command("jdbw_jax.main", "configs/digits_demo.py", workdir,
-                          digits_demo.get_config(), jdbw_tiny.tiny_config(**overrides))
+                          jdbw_tiny.tiny_config(**overrides))
 
 
 def _final_state(workdir, config):
