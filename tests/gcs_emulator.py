@@ -27,7 +27,7 @@ class Emulator:
     self._process = process
     self.url = url
     self.env = {
-        "STORAGE_EMULATOR_HOST": url,  # gcsfs (etils.epath), google-cloud-storage (tensorboardX)
+        "STORAGE_EMULATOR_HOST": url,  # gcsfs: etils.epath, the event files
         "TENSORSTORE_GCS_HTTP_URL": url,  # tensorstore: orbax's arrays
         "CLOUD_STORAGE_EMULATOR_ENDPOINT": url,  # google-cloud-cpp: array_record's reader
         # gcsfs asks GCS's storage-control API for the bucket layout before every

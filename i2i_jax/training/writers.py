@@ -8,6 +8,7 @@ check what a run wrote.
 """
 
 import collections
+import io
 import os
 import struct
 from collections.abc import Iterator, Mapping
@@ -19,11 +20,47 @@ import numpy as np
 import tensorboardX
 from absl import logging
 from etils import epath
+from tensorboardX import record_writer
 from tensorboardX.proto import event_pb2
 from tensorboardX.record_writer import masked_crc32c
 
 _EVENT_FILE_GLOB = "events.out.tfevents.*"
 _TEXT_TAG_SUFFIX = "/text_summary"  # tensorboardX appends this to text tags.
+
+
+class _GcsEventFile:
+  """A gs:// event file written through etils.epath (gcsfs), like every other file of a
+  run; rewritten whole at each flush, as objects cannot be appended to.
+
+  It replaces tensorboardX's own gs:// writer, which needs google-cloud-storage and
+  uploads the file again whenever it is garbage-collected (at exit, too).
+  """
+
+  def __init__(self, path: str):
+    self._path = epath.Path(path)
+    self._buffer = io.BytesIO()
+
+  def write(self, data: bytes):
+    self._buffer.write(data)
+
+  def flush(self):
+    self._path.write_bytes(self._buffer.getvalue())
+
+  def close(self):
+    self.flush()
+
+
+class _GcsEventFiles:
+  """tensorboardX's writer factory interface for gs:// paths."""
+
+  def open(self, path: str) -> _GcsEventFile:
+    return _GcsEventFile(path)
+
+  def directory_check(self, path: str):
+    del path  # Object stores have no directories to create.
+
+
+record_writer.register_writer_factory("gs", _GcsEventFiles())
 
 
 class MetricWriter:
