@@ -48,10 +48,10 @@ def _run(cmd) -> str:
 
 
 def _kill_and_resume(main: str, config_file: str, config, workdir, kill_at: int,
-                     pattern: re.Pattern = cli_runs.STEP_LINE) -> int:
+                     pattern: re.Pattern = cli_runs.STEP_LINE) -> None:
   """Runs training CLI `main` with `config_file` overridden to `config`, SIGKILLs it
-  once it reports step `kill_at` (in a `pattern` line), runs it again to the end;
-  returns the step the second run resumed from."""
+  once it reports step `kill_at` (in a `pattern` line), and runs it again to the end,
+  which must resume from a checkpoint."""
   cmd = cli_runs.command(main, config_file, workdir, config)
   returncode, log = cli_runs.run_until_step(cmd, kill_at, signal.SIGKILL, pattern)
   assert returncode == -signal.SIGKILL, log[-4000:]
@@ -59,7 +59,6 @@ def _kill_and_resume(main: str, config_file: str, config, workdir, kill_at: int,
   resumed = [int(w.split()[-1].rstrip(".")) for w in log.splitlines()
              if "Resumed from the checkpoint at step" in w]
   assert resumed and 0 < resumed[0] <= kill_at, log[-4000:]
-  return resumed[0]
 
 
 def _assert_trees_equal(a, b):
