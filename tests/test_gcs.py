@@ -34,7 +34,7 @@ from jdbw_jax.method import JDBW
 _JDBW = {"num_steps": 6, "checkpoint_every": 2, "log_every": 1, "sample_every": 3,
          "eval_every": 0, "eval.classifier_steps": 2}
 _DEMO_TARGET = balagan_digits_demo.get_config().data.target
-_BALAGAN = {"num_steps": 5, "checkpoint_every": 2, "sample_every": 3,
+_BALAGAN = {"num_steps": 6, "checkpoint_every": 2, "sample_every": 3,
             "eval.classifier_steps": 2, "num_eval": 8,
             # The demo's amber-on-navy domain B (flags cannot unset it).
             "data.target.colorize_foreground": _DEMO_TARGET.colorize_foreground,
@@ -89,7 +89,8 @@ def test_jdbw_gs_workdir_resumes_after_sigkill_and_serves_evaluate_and_translate
     gcs, tmp_path):
   workdir = epath.Path(gcs.create_bucket("jdbw")) / "run"
   config = jdbw_tiny.tiny_config(**_JDBW)
-  _kill_and_resume("jdbw_jax.main", "configs/digits_demo.py", config, workdir, kill_at=5)
+  # Killed steps before the end: a run still finishing when the signal comes exits 0.
+  _kill_and_resume("jdbw_jax.main", "configs/digits_demo.py", config, workdir, kill_at=4)
 
   straight = jax.device_get(jdbw_train.train_and_evaluate(config, str(tmp_path / "local")))
   model = JDBW(config, (32, 32, 1), (32, 32, 1))
@@ -144,7 +145,7 @@ def test_balagan_gs_workdir_resumes_after_sigkill_and_serves_evaluate_and_transl
 
   _run([sys.executable, "-m", "balagan_jax.evaluate", f"--workdir={workdir}",
         "--inception_weights="])
-  metrics = json.loads((workdir / "eval" / "step_0000005" / "metrics.json").read_text())
+  metrics = json.loads((workdir / "eval" / "step_0000006" / "metrics.json").read_text())
   assert metrics["step"] == _BALAGAN["num_steps"]
 
   _write_pngs(tmp_path / "refs", 2)
