@@ -11,12 +11,11 @@ each row instead walks the style code from reference to reference2 in N steps
 (Figure 14). Images are resized (shorter side) and centre-cropped to the run's size.
 """
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import flags, logging
+from etils import epath
 
 from balagan_jax import modalities as modalities_lib
 from balagan_jax.method import BalaGAN
@@ -53,7 +52,7 @@ def load_model(workdir: str, step: int = 0):
 
 def load_images(path: str, domain, limit: int) -> np.ndarray:
   """Up to `limit` images of a file or folder, as floats in [-1, 1] at the model's size."""
-  if os.path.isfile(path):
+  if epath.Path(path).is_file():
     source = sources.ArraySource(folders.decode_image(path, domain.channels)[None])
   else:
     source = folders.ImageFolderSource(path, channels=domain.channels)
@@ -108,12 +107,12 @@ def main(argv):
   domain = model.config.data.source
   sources = load_images(FLAGS.source, domain, FLAGS.max_images)
   references = load_images(FLAGS.reference, domain, FLAGS.max_images)
-  os.makedirs(FLAGS.output, exist_ok=True)
-  images.save_png(os.path.join(FLAGS.output, "translations.png"),
+  output = epath.Path(FLAGS.output)  # save_png creates it, local or gs://
+  images.save_png(output / "translations.png",
                   reference_grid(model, state, sources, references))
   if FLAGS.reference2 and FLAGS.interpolate:
     ref_b = load_images(FLAGS.reference2, domain, 1)[0]
-    images.save_png(os.path.join(FLAGS.output, "interpolation.png"),
+    images.save_png(output / "interpolation.png",
                     interpolation_grid(model, state, sources, references[0], ref_b,
                                        FLAGS.interpolate))
   logging.info("Wrote grids to %s", FLAGS.output)

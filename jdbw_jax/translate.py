@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
+from etils import epath
 
 from i2i_jax import images
 from i2i_jax.data import folders, sources, transforms
@@ -58,7 +59,7 @@ def input_source(domain: ml_collections.ConfigDict, input_path, tfds_spec, data_
     source = sources.TfdsSource(name, split or "test", data_dir=data_dir or None,
                                 image_key=domain.image_key, label_key="")
     return source, [f"{i:06d}" for i in range(len(source))]
-  if os.path.isfile(input_path):
+  if epath.Path(input_path).is_file():
     return (sources.ArraySource(folders.decode_image(input_path, domain.channels)[None]),
             [os.path.splitext(os.path.basename(input_path))[0]])
   source = folders.ImageFolderSource(input_path, channels=domain.channels)
@@ -87,7 +88,6 @@ def translate_all(model: JDBW, state, source, names, *, direction, output, num_n
   apply = jax.jit(lambda x, z: gen.apply({"params": params[key], "batch_stats": stats[key]},
                                          x, z, update_stats=False))
   count = min(len(source), max_images) if max_images else len(source)
-  os.makedirs(output, exist_ok=True)
   for start in range(0, count, batch_size):
     idx = range(start, min(start + batch_size, count))
     x = np.stack([preprocess(source[i], domain) for i in idx])
@@ -98,7 +98,7 @@ def translate_all(model: JDBW, state, source, names, *, direction, output, num_n
         image = images.to_uint8(outs[0][row])
       else:
         image = images.make_grid([np.stack([x[row]] + [o[row] for o in outs])])
-      images.save_png(os.path.join(output, f"{names[i]}.png"), image)
+      images.save_png(epath.Path(output) / f"{names[i]}.png", image)  # creates `output`
   return count
 
 

@@ -16,7 +16,7 @@ import orbax.checkpoint as ocp
 import pytest
 from etils import epath
 
-import kill_run
+import cli_runs
 from balagan_jax import train
 from balagan_jax.modalities import ASSIGNMENT_FILE, Modalities
 from config_overrides import apply_overrides
@@ -55,9 +55,9 @@ def _saved_steps(directory) -> list[int]:
 def _kill(cmd, line, step, sig, saved_dir):
   """Kills `cmd` at `step` of the stage `line` reports; returns (its last complete
   checkpoint's step or 0, log)."""
-  returncode, log = kill_run.run_until_step(cmd, line, step, sig)
+  returncode, log = cli_runs.run_until_step(cmd, step, sig, line)
   assert returncode == (0 if sig == signal.SIGTERM else -sig), log[-3000:]
-  reached = max(kill_run.reported_steps(line, log))
+  reached = max(cli_runs.reported_steps(log, line))
   saved = _saved_steps(saved_dir)
   if sig == signal.SIGTERM:
     assert "SIGTERM received" in log and reached <= saved[-1] <= reached + 1, (saved, log[-3000:])

@@ -3,39 +3,26 @@ step loses at most the steps since the last checkpoint; restarted, the run ends
 bit-identical to one that was never interrupted."""
 
 import os
-import re
 import signal
 import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 
+import cli_runs
 import jdbw_tiny
-import kill_run
 from i2i_jax.training.checkpoint import Checkpointer
 from jdbw_jax import train
 from jdbw_jax.method import JDBW
 
-ROOT = kill_run.ROOT
 _OVERRIDES = {"num_steps": 16, "checkpoint_every": 4, "log_every": 1, "sample_every": 0,
               "eval_every": 0, "eval.classifier_steps": 0}
-_STEP_LINE = re.compile(r"step (\d+)/")
 
 
 def _command(workdir, overrides):
-  config = jdbw_tiny.tiny_config(**overrides)
-  cmd = [sys.executable, "-m", "jdbw_jax.main", "--config=configs/digits_demo.py",
-         f"--workdir={workdir}"]
-  for key in ("batch_size", "d_steps", "model.g_features", "model.w_features", "num_samples",
-              "num_eval", "eval.classifier_batch", *overrides):
-    node = config
-    for part in key.split("."):
-      node = node[part]
-    cmd.append(f"--config.{key}={node}")
-  cmd.append(f"--config.model.d_levels={config.model.d_levels}")
-  return cmd
+  return cli_runs.command("jdbw_jax.main", "configs/digits_demo.py", workdir,
+                          jdbw_tiny.tiny_config(**overrides))
 
 
 def _final_state(workdir, config):
@@ -52,10 +39,10 @@ def test_sigterm_then_sigkill_at_a_random_step_resume_bit_identically(tmp_path):
   num_steps = _OVERRIDES["num_steps"]
 
   # SIGTERM: the step that was running when the signal came is saved; a clean exit.
-  returncode, log = kill_run.run_until_step(cmd, _STEP_LINE, 3, signal.SIGTERM)
+  returncode, log = cli_runs.run_until_step(cmd, 3, signal.SIGTERM)
   assert returncode == 0, log[-3000:]
   assert "SIGTERM received" in log
-  stopped_at = max(kill_run.reported_steps(_STEP_LINE, log))
+  stopped_at = max(cli_runs.reported_steps(log))
   with Checkpointer(workdir / "checkpoints") as checkpointer:
     saved = checkpointer.all_steps()
   assert stopped_at <= max(saved) <= stopped_at + 1 < num_steps, (saved, stopped_at,
@@ -64,15 +51,15 @@ def test_sigterm_then_sigkill_at_a_random_step_resume_bit_identically(tmp_path):
   # SIGKILL, at a random later step: only complete checkpoints count (a write cut
   # short is invisible), so what is lost is the steps since the newest one.
   kill_at = int(np.random.default_rng(int(time.time())).integers(max(saved) + 2, num_steps - 2))
-  returncode, log = kill_run.run_until_step(cmd, _STEP_LINE, kill_at, signal.SIGKILL)
+  returncode, log = cli_runs.run_until_step(cmd, kill_at, signal.SIGKILL)
   assert returncode == -signal.SIGKILL, log[-3000:]
   assert f"Resumed from the checkpoint at step {max(saved)}" in log
-  reached = max(kill_run.reported_steps(_STEP_LINE, log))
+  reached = max(cli_runs.reported_steps(log))
   with Checkpointer(workdir / "checkpoints") as checkpointer:
     last_saved = checkpointer.latest_step()
   assert max(saved) <= last_saved <= reached, (kill_at, reached, last_saved)
 
-  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  result = subprocess.run(cmd, cwd=cli_runs.ROOT, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"Resumed from the checkpoint at step {last_saved}" in result.stderr
 

@@ -3,14 +3,17 @@
 Files are decoded with PIL on access; grayscale, RGBA (composited on white), palette
 and odd-sized images are converted to the domain's channels. Every file is decoded
 once up front (`corrupt_images`), so a broken one cannot stop a run hours in.
+Folders may be local or on gs:// (etils.epath).
 """
 
+import collections
 import concurrent.futures
 import os
-import pathlib
+from collections.abc import Iterator
 
 import numpy as np
 from absl import logging
+from etils import epath
 from PIL import Image
 
 from i2i_jax.data.sources import NO_LABEL, interleave_classes, split_indices
@@ -38,7 +41,7 @@ class ImageFolderSource:
                corrupt_images: str = "skip", min_size: int = 0):
     if channels not in (1, 3):
       raise DataError(f"channels must be 1 or 3, got {channels}")
-    self.root = pathlib.Path(root)
+    self.root = epath.Path(root)
     self.channels = channels
     self.min_size = min_size
     paths, labels, self.class_names = _list_images(self.root)
@@ -65,20 +68,37 @@ class ImageFolderSource:
     return self._labels
 
 
-def _is_image(path: pathlib.Path) -> bool:
-  return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+def _is_image(name: str) -> bool:
+  return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _list_images(root: pathlib.Path) -> tuple[list[pathlib.Path], np.ndarray, list[str]]:
+def _walk(root: epath.Path) -> Iterator[tuple[tuple[str, ...], list[str]]]:
+  """(folder as parts relative to `root`, its file names) of every folder under `root`.
+
+  One listing per folder and no request per file: on an object store each request
+  is a round trip. epath's walk yields gs:// folders without their scheme, so only
+  their part below `root` is used.
+  """
+  top = None
+  for folder, _, files in root.walk():
+    folder = os.fspath(folder)
+    top = folder if top is None else top
+    relative = folder[len(top):].strip("/")
+    yield tuple(relative.split("/")) if relative else (), files
+
+
+def _list_images(root: epath.Path) -> tuple[list[epath.Path], np.ndarray, list[str]]:
   """(sorted paths, int32 labels, class names) of the images under `root`."""
   if not root.is_dir():
     raise DataError(f"image folder {root} does not exist (or is not a directory)")
-  loose = sorted(p for p in root.iterdir() if _is_image(p))
-  classes = {}
-  for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-    files = sorted(p for p in folder.rglob("*") if _is_image(p))
-    if files:
-      classes[folder.name] = files
+  loose, found = [], collections.defaultdict(list)
+  for parts, files in _walk(root):
+    paths = [root.joinpath(*parts, name) for name in files if _is_image(name)]
+    if not parts:
+      loose = sorted(paths)
+    elif not parts[0].startswith("."):
+      found[parts[0]].extend(paths)
+  classes = {name: sorted(found[name]) for name in sorted(found) if found[name]}
   if loose and classes:
     raise DataError(f"image folder {root} mixes images directly inside it with class "
                      f"subfolders {sorted(classes)}; use one layout or the other")
@@ -95,8 +115,8 @@ def _list_images(root: pathlib.Path) -> tuple[list[pathlib.Path], np.ndarray, li
 CORRUPT_IMAGE_POLICIES = ("skip", "fail", "unchecked")
 
 
-def _check_images(root: pathlib.Path, paths: list[pathlib.Path], labels: np.ndarray,
-                  policy: str) -> tuple[list[pathlib.Path], np.ndarray, list[str]]:
+def _check_images(root: epath.Path, paths: list[epath.Path], labels: np.ndarray,
+                  policy: str) -> tuple[list[epath.Path], np.ndarray, list[str]]:
   """Decodes every file once, up front, so a broken one cannot stop a run hours in.
 
   "skip" drops unreadable files and logs how many; "fail" raises naming them;
@@ -127,10 +147,10 @@ def _check_images(root: pathlib.Path, paths: list[pathlib.Path], labels: np.ndar
   return [paths[i] for i in keep], labels[keep], messages
 
 
-def _decode_problem(path: pathlib.Path) -> str:
+def _decode_problem(path: epath.Path) -> str:
   """Why `path` cannot be decoded, or "" if it can."""
   try:
-    with Image.open(path) as image:
+    with path.open("rb") as f, Image.open(f) as image:
       image.draft("RGB", (64, 64))  # JPEG: decode at 1/8 scale, still reading every byte
       image.load()
   except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... by format.
@@ -144,7 +164,7 @@ def decode_image(path: str | os.PathLike, channels: int, min_size: int = 0) -> n
   `min_size` > 0 lets JPEGs decode at a reduced scale, both sides still >= min_size.
   """
   try:
-    with Image.open(path) as image:
+    with epath.Path(path).open("rb") as f, Image.open(f) as image:
       if min_size > 0:
         image.draft(image.mode, (min_size, min_size))  # Only JPEG acts on it.
       image.load()  # Decode now, so that truncated files fail here.

@@ -48,9 +48,11 @@ class Checkpointer:
         ocp.checkpoint_managers.FixedIntervalPolicy(save_interval_steps),
         ocp.checkpoint_managers.PreemptionCheckpointingPolicy(),
     ])
-    # orbax rejects relative paths (tensorstore needs absolute ones).
+    # orbax rejects relative paths (tensorstore needs absolute ones); a gs:// path
+    # is absolute already, and `absolute()` would prefix it with the cwd.
+    directory = epath.Path(directory)
     self._manager = ocp.CheckpointManager(
-        epath.Path(directory).absolute(),
+        directory if directory.is_absolute() else directory.absolute(),
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                              save_decision_policy=policy))
     self._metadata_handler = ocp.StandardCheckpointHandler()

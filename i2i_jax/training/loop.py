@@ -168,7 +168,8 @@ def run(*, state, step_fn: Callable, batches: Iterator, start_step: int, num_ste
           action.fn(step, state)
       # Read the flag once: a signal arriving during the save is served next step.
       stop = guard.requested
-      checkpointer.save(step, state, data_iterators, force=last or stop)
+      if checkpointer.save(step, state, data_iterators, force=last or stop) and writer is not None:
+        writer.flush()  # the events of the checkpointed steps survive a kill too
       if stop:
         checkpointer.wait_until_finished()
         raise errors.Preempted(checkpointer.directory, step)

@@ -8,7 +8,7 @@ check what a run wrote.
 """
 
 import collections
-import glob
+import io
 import os
 import struct
 from collections.abc import Iterator, Mapping
@@ -19,11 +19,48 @@ import ml_collections
 import numpy as np
 import tensorboardX
 from absl import logging
+from etils import epath
+from tensorboardX import record_writer
 from tensorboardX.proto import event_pb2
 from tensorboardX.record_writer import masked_crc32c
 
 _EVENT_FILE_GLOB = "events.out.tfevents.*"
 _TEXT_TAG_SUFFIX = "/text_summary"  # tensorboardX appends this to text tags.
+
+
+class _GcsEventFile:
+  """A gs:// event file written through etils.epath (gcsfs), like every other file of a
+  run; rewritten whole at each flush, as objects cannot be appended to.
+
+  It replaces tensorboardX's own gs:// writer, which needs google-cloud-storage and
+  uploads the file again whenever it is garbage-collected (at exit, too).
+  """
+
+  def __init__(self, path: str):
+    self._path = epath.Path(path)
+    self._buffer = io.BytesIO()
+
+  def write(self, data: bytes):
+    self._buffer.write(data)
+
+  def flush(self):
+    self._path.write_bytes(self._buffer.getvalue())
+
+  def close(self):
+    self.flush()
+
+
+class _GcsEventFiles:
+  """tensorboardX's writer factory interface for gs:// paths."""
+
+  def open(self, path: str) -> _GcsEventFile:
+    return _GcsEventFile(path)
+
+  def directory_check(self, path: str):
+    del path  # Object stores have no directories to create.
+
+
+record_writer.register_writer_factory("gs", _GcsEventFiles())
 
 
 class MetricWriter:
@@ -32,15 +69,28 @@ class MetricWriter:
   Only one process should write a run's events, so by default every process but
   `jax.process_index() == 0` gets a writer whose methods do nothing; callers can
   then write unconditionally.
+
+  `flush` makes what was written durable by closing the event file (tensorboardX's
+  own flush leaves queued events unwritten, and a gs:// event file is uploaded only
+  when flushed); the next write opens another file in the same directory.
   """
 
   def __init__(self, logdir: str | os.PathLike, *, enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
-    # A per-process suffix: tensorboardX names files by the second, so two writers
-    # opened on one directory within a second would otherwise overwrite each other.
-    self._writer = (tensorboardX.SummaryWriter(logdir=os.fspath(logdir),
-                                               filename_suffix=f".{os.getpid()}.{id(self)}")
-                    if self.enabled else None)
+    self._logdir = os.fspath(logdir)
+    self._files = 0
+    self._file_writer = None
+
+  @property
+  def _writer(self) -> tensorboardX.SummaryWriter:
+    if self._file_writer is None:
+      self._files += 1
+      # tensorboardX names files by the second, so writers opened on one directory
+      # within a second (other processes, other writers, this one after a flush)
+      # would overwrite each other without this suffix.
+      self._file_writer = tensorboardX.SummaryWriter(
+          logdir=self._logdir, filename_suffix=f".{os.getpid()}.{id(self)}.{self._files}")
+    return self._file_writer
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     if not self.enabled:
@@ -75,12 +125,12 @@ class MetricWriter:
     self._writer.add_text("hparams", table, global_step=0)
 
   def flush(self):
-    if self.enabled:
-      self._writer.flush()
+    if self._file_writer is not None:
+      self._file_writer.close()
+      self._file_writer = None
 
   def close(self):
-    if self.enabled:
-      self._writer.close()
+    self.flush()
 
   def __enter__(self) -> "MetricWriter":
     return self
@@ -130,14 +180,13 @@ def _flatten(tree, prefix: str = "") -> dict[str, Any]:
 # Reading event files back (tests only need tags, steps and values).
 
 
-def _records(path: str) -> Iterator[bytes]:
+def _records(path: epath.Path) -> Iterator[bytes]:
   """Yields the payloads of a TFRecord file: u64 length, u32 crc, data, u32 crc.
 
   A truncated last record (its writer is still running) ends the file quietly;
   a checksum mismatch anywhere else is an error.
   """
-  with open(path, "rb") as f:
-    data = f.read()
+  data = path.read_bytes()
   offset = 0
   while offset + 12 <= len(data):
     header = data[offset:offset + 8]
@@ -156,8 +205,9 @@ def _records(path: str) -> Iterator[bytes]:
 
 
 def _events(logdir: str | os.PathLike) -> Iterator[event_pb2.Event]:
-  """All events of the event files directly in `logdir`, file by file in name order."""
-  for path in sorted(glob.glob(os.path.join(os.fspath(logdir), _EVENT_FILE_GLOB))):
+  """All events of the event files directly in `logdir` (local or gs://), file by file
+  in name order."""
+  for path in sorted(epath.Path(logdir).glob(_EVENT_FILE_GLOB)):
     for record in _records(path):
       yield event_pb2.Event.FromString(record)
 
