@@ -261,8 +261,8 @@ def _from_file(path: str, domain_sources) -> Modalities:
     target_labels, k_target = _renumber(arrays["target"])
   else:
     target_labels, k_target = np.zeros(len(domain_sources[1]), np.int32), 1
-  where = path if "://" in path else os.path.abspath(path)
-  return Modalities(source_labels, target_labels + k_source, k_source, k_target, where)
+  return Modalities(source_labels, target_labels + k_source, k_source, k_target,
+                    os.fspath(files.absolute(path)))
 
 
 def find_modalities(config: ml_collections.ConfigDict, workdir: str) -> Modalities:

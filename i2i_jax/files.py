@@ -11,6 +11,13 @@ import os
 from etils import epath
 
 
+def absolute(path: str | os.PathLike) -> epath.Path:
+  """`path` made absolute against the working directory if local; a gs:// path is
+  absolute already, and epath's `absolute()` would prefix it with the cwd."""
+  path = epath.Path(path)
+  return path if path.is_absolute() else path.absolute()
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> epath.Path:
   """Writes `data` (str as UTF-8) to `path`, creating parent dirs; returns the path.
 

@@ -48,11 +48,9 @@ class Checkpointer:
         ocp.checkpoint_managers.FixedIntervalPolicy(save_interval_steps),
         ocp.checkpoint_managers.PreemptionCheckpointingPolicy(),
     ])
-    # orbax rejects relative paths (tensorstore needs absolute ones); a gs:// path
-    # is absolute already, and `absolute()` would prefix it with the cwd.
-    directory = epath.Path(directory)
+    # orbax rejects relative paths (tensorstore needs absolute ones).
     self._manager = ocp.CheckpointManager(
-        directory if directory.is_absolute() else directory.absolute(),
+        files.absolute(directory),
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                              save_decision_policy=policy))
     self._metadata_handler = ocp.StandardCheckpointHandler()
