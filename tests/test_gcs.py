@@ -15,6 +15,7 @@ import sys
 import jax
 import ml_collections
 import numpy as np
+import pytest
 from etils import epath
 from PIL import Image
 
@@ -116,6 +117,11 @@ def test_jdbw_gs_workdir_resumes_after_sigkill_and_serves_evaluate_and_translate
   assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "2.png"]
 
 
+# Slow: it races. The SIGKILL follows the step line read from the run's stderr, and
+# with BalaGAN's tiny steps the run can write its last checkpoint (step 6) before the
+# kill lands (seen once in five CI-style runs); the JD-BW test above keeps the gs://
+# kill-and-resume journey in the default suite.
+@pytest.mark.slow
 def test_balagan_gs_workdir_resumes_after_sigkill_and_serves_evaluate_and_translate(
     gcs, tmp_path):
   workdir = epath.Path(gcs.create_bucket("balagan")) / "run"
