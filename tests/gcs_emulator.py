@@ -9,8 +9,10 @@ of them at it.
 
 import json
 import os
+import re
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -46,6 +48,76 @@ class Emulator:
   def stop(self) -> None:
     self._process.terminate()
     self._process.wait(timeout=10)
+
+
+class HoldingProxy:
+  """A TCP relay in front of the emulator that passes every byte until a request names
+  an object matching `pattern`, then holds that request: its bytes never reach the
+  emulator and no answer comes back, as for a write in flight when a VM is preempted.
+
+  `held` is set once a request is held; `env` points the clients at the relay.
+  """
+
+  _TAIL = 512  # bytes kept from the previous read: a name may straddle two reads
+
+  def __init__(self, emulator: Emulator, pattern: re.Pattern[bytes]):
+    self._upstream = ("127.0.0.1", int(emulator.url.rsplit(":", 1)[1]))
+    self._pattern = pattern
+    self.held = threading.Event()
+    self._listener = socket.create_server(("127.0.0.1", 0))
+    self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+    self.env = {name: self.url if value == emulator.url else value
+                for name, value in emulator.env.items()}
+    threading.Thread(target=self._accept, daemon=True).start()
+
+  def _accept(self) -> None:
+    while True:
+      try:
+        client, _ = self._listener.accept()
+      except OSError:  # closed
+        return
+      server = socket.create_connection(self._upstream)
+      threading.Thread(target=self._to_server, args=(client, server), daemon=True).start()
+      threading.Thread(target=self._to_client, args=(server, client), daemon=True).start()
+
+  def _to_server(self, client: socket.socket, server: socket.socket) -> None:
+    tail = b""
+    holding = False
+    while data := _receive(client):
+      holding = holding or bool(self._pattern.search(tail + data))
+      if holding:
+        self.held.set()  # and drop the bytes: the request never completes
+      else:
+        server.sendall(data)
+      tail = (tail + data)[-self._TAIL:]
+    _close(client, server)
+
+  def _to_client(self, server: socket.socket, client: socket.socket) -> None:
+    while data := _receive(server):
+      try:
+        client.sendall(data)
+      except OSError:
+        break
+    _close(client, server)
+
+  def close(self) -> None:
+    self._listener.close()
+
+
+def _receive(sock: socket.socket) -> bytes:
+  try:
+    return sock.recv(65536)
+  except OSError:
+    return b""
+
+
+def _close(*socks: socket.socket) -> None:
+  for sock in socks:
+    try:
+      sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+      pass
+    sock.close()
 
 
 def _binary() -> str:

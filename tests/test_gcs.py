@@ -7,20 +7,22 @@ a tfds data_dir (array_record) from one.
 """
 
 import json
+import os
 import re
-import signal
 import subprocess
 import sys
+import tempfile
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import pytest
 from etils import epath
 from PIL import Image
 
 import balagan_tiny
 import cli_runs
+import gcs_emulator
 import jdbw_tiny
 import tiny_tfds_builder
 from balagan_jax import modalities
@@ -48,18 +50,33 @@ def _run(cmd) -> str:
   return result.stderr
 
 
-def _kill_and_resume(main: str, config_file: str, config, workdir, kill_at: int,
-                     pattern: re.Pattern = cli_runs.STEP_LINE) -> None:
+def _kill_and_resume(gcs, main: str, config_file: str, config, workdir: epath.Path) -> None:
   """Runs training CLI `main` with `config_file` overridden to `config`, SIGKILLs it
-  once it reports step `kill_at` (in a `pattern` line), and runs it again to the end,
-  which must resume from a checkpoint."""
+  while its final checkpoint is being written to the bucket (held there by a
+  HoldingProxy, so the kill cannot come too late), and runs it again to the end, which
+  must resume from the checkpoint before."""
   cmd = cli_runs.command(main, config_file, workdir, config)
-  returncode, log = cli_runs.run_until_step(cmd, kill_at, signal.SIGKILL, pattern)
-  assert returncode == -signal.SIGKILL, log[-4000:]
+  prefix = str(workdir).removeprefix("gs://").split("/", 1)[1]  # the objects' names
+  run = re.escape(prefix).replace("/", "(?:/|%2F)")
+  final = re.compile(rf"{run}(?:/|%2F)checkpoints(?:/|%2F){config.num_steps}(?:[./]|%2F)".encode(),
+                     re.IGNORECASE)
+  proxy = gcs_emulator.HoldingProxy(gcs, final)
+  try:
+    with tempfile.TemporaryFile("w+") as log:
+      process = subprocess.Popen(cmd, cwd=cli_runs.ROOT, env={**os.environ, **proxy.env},
+                                 stdout=subprocess.DEVNULL, stderr=log, text=True)
+      while not proxy.held.wait(timeout=1) and process.poll() is None:
+        pass
+      process.kill()
+      process.wait(timeout=60)
+      log.seek(0)
+      assert proxy.held.is_set(), log.read()[-4000:]
+  finally:
+    proxy.close()
   log = _run(cmd)
   resumed = [int(w.split()[-1].rstrip(".")) for w in log.splitlines()
              if "Resumed from the checkpoint at step" in w]
-  assert resumed and 0 < resumed[0] <= kill_at, log[-4000:]
+  assert resumed == [config.num_steps - config.checkpoint_every], log[-4000:]
 
 
 def _assert_trees_equal(a, b):
@@ -90,8 +107,7 @@ def test_jdbw_gs_workdir_resumes_after_sigkill_and_serves_evaluate_and_translate
     gcs, tmp_path):
   workdir = epath.Path(gcs.create_bucket("jdbw")) / "run"
   config = jdbw_tiny.tiny_config(**_JDBW)
-  # Killed steps before the end: a run still finishing when the signal comes exits 0.
-  _kill_and_resume("jdbw_jax.main", "configs/digits_demo.py", config, workdir, kill_at=4)
+  _kill_and_resume(gcs, "jdbw_jax.main", "configs/digits_demo.py", config, workdir)
 
   straight = jax.device_get(jdbw_train.train_and_evaluate(config, str(tmp_path / "local")))
   model = JDBW(config, (32, 32, 1), (32, 32, 1))
@@ -112,24 +128,18 @@ def test_jdbw_gs_workdir_resumes_after_sigkill_and_serves_evaluate_and_translate
   assert 0 <= metrics["metrics"]["class_match_x_to_y"] <= 1
 
   _write_pngs(tmp_path / "inputs", 3)
+  _upload(tmp_path / "inputs", workdir.parent / "inputs")
   _run([sys.executable, "-m", "jdbw_jax.translate", f"--workdir={workdir}",
-        f"--input={tmp_path / 'inputs'}", f"--output={tmp_path / 'out'}"])
+        f"--input={workdir.parent / 'inputs'}", f"--output={tmp_path / 'out'}"])
   assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "2.png"]
 
 
-# Slow: it races. The SIGKILL follows the step line read from the run's stderr, and
-# with BalaGAN's tiny steps the run can write its last checkpoint (step 6) before the
-# kill lands (seen once in five CI-style runs); the JD-BW test above keeps the gs://
-# kill-and-resume journey in the default suite.
-@pytest.mark.slow
 def test_balagan_gs_workdir_resumes_after_sigkill_and_serves_evaluate_and_translate(
     gcs, tmp_path):
   workdir = epath.Path(gcs.create_bucket("balagan")) / "run"
   config = balagan_tiny.tiny_config(**_BALAGAN)
-  # Killed in stage 2 (the encoder's stage counts to its own num_steps).
-  translation_step = re.compile(rf"step (\d+)/{_BALAGAN['num_steps']}\b")
-  _kill_and_resume("balagan_jax.main", "configs/balagan_digits_demo.py", config, workdir,
-                   kill_at=4, pattern=translation_step)
+  # Killed in stage 2: the encoder's checkpoints are under encoder/.
+  _kill_and_resume(gcs, "balagan_jax.main", "configs/balagan_digits_demo.py", config, workdir)
 
   straight = jax.device_get(balagan_train.train_and_evaluate(config, str(tmp_path / "local")))
   mods = modalities.Modalities.load(workdir / "modalities" / modalities.ASSIGNMENT_FILE)
@@ -159,6 +169,11 @@ def test_balagan_gs_workdir_resumes_after_sigkill_and_serves_evaluate_and_transl
         f"--source={tmp_path / 'refs' / '0.png'}", f"--reference={tmp_path / 'refs'}",
         f"--output={workdir / 'translated'}"])
   assert (workdir / "translated" / "translations.png").exists()
+
+
+def _files(directory: epath.Path) -> list[epath.Path]:
+  """Every file under `directory` (epath refuses `**` on gs://)."""
+  return [f for p in directory.iterdir() for f in (_files(p) if p.is_dir() else [p])]
 
 
 def _upload(local, remote: epath.Path) -> None:
@@ -195,3 +210,27 @@ def test_training_reads_an_image_folder_and_a_tfds_data_dir_from_a_bucket(gcs, t
                                   local_source[len(local_source) - 1]["image"])
   state = jdbw_train.train_and_evaluate(config, str(bucket / "run"))
   assert int(state.step) == 2
+
+
+def test_a_damaged_checkpoint_in_a_bucket_is_set_aside(gcs):
+  """The local damage test (test_checkpoint.py) on a bucket, where a step directory is
+  only a name prefix: setting it aside moves every object under it."""
+  directory = epath.Path(gcs.create_bucket("damaged")) / "checkpoints"
+
+  def state(seed):
+    return {"w": jnp.arange(4096, dtype=jnp.float32) + seed}
+
+  with checkpoint.Checkpointer(directory) as ckpt:
+    ckpt.save(1, state(1))
+    ckpt.save(2, state(2))
+  largest = max(_files(directory / "2" / "state"),
+                key=lambda p: len(p.read_bytes()))  # the array's bytes; metadata is small
+  data = bytearray(largest.read_bytes())
+  data[len(data) // 2] ^= 0x01
+  largest.write_bytes(bytes(data))
+  with checkpoint.Checkpointer(directory) as ckpt:
+    restored, step = ckpt.restore(state(0))
+    assert step == 1 and ckpt.all_steps() == [1]
+  np.testing.assert_array_equal(restored["w"], state(1)["w"])
+  (aside,) = (directory / "corrupt").glob("2-*")
+  assert (aside / "state").exists() and not (directory / "2").exists()

@@ -185,7 +185,13 @@ class Checkpointer:
     step_dir = self._step_dir(step)
     aside = self.directory / "corrupt" / f"{step}-{int(time.time())}"
     if hosts.is_primary():
-      aside.parent.mkdir(parents=True, exist_ok=True)
+      # On an object store a folder exists only while an object is under it, and
+      # epath renames only into an existing folder: the note makes it one.
+      note = aside.parent / "README.txt"
+      if not note.exists():
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        note.write_text("Checkpoint steps that failed to restore, moved here for "
+                        "inspection; the run's log says why.\n")
       step_dir.rename(aside)
     hosts.barrier(f"set aside {step}")  # every process reloads after the move
     self._manager.reload()
