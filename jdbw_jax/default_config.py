@@ -33,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.lr_w = 1e-4
   config.optim.b1 = 0.5  # Section 4.4
   config.optim.b2 = 0.999
+  config.optim.eps = 1e-8  # not given in the paper: Adam's (and PyTorch's) default
 
   config.model = ml_collections.ConfigDict()
   config.model.generator = "table2"  # "table2" (32x32) or "residual" (128x128, MUNIT-style)

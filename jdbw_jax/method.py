@@ -34,7 +34,7 @@ class TrainState(struct.PyTreeNode):
 
 def adam(lr: float, optim_cfg) -> optax.GradientTransformation:
   """Adam(beta1=.5, beta2=.999), Section 4.4."""
-  return optax.adam(lr, b1=optim_cfg.b1, b2=optim_cfg.b2)
+  return optax.adam(lr, b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps)
 
 
 class JDBW:
