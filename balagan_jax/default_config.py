@@ -119,6 +119,11 @@ def get_config() -> ml_collections.ConfigDict:
   # classifier of B's labels judges class matching. 0 = neither.
   config.eval.classifier_steps = 2000
   config.eval.classifier_batch = 128
+  # The class-matching judge learns from B's images (-1), or, where B is a capped subset
+  # of a larger labelled set (data.target.max_records), from that many of the set's
+  # images (0: all): a judge of a few hundred images misreads unseen ones, and class
+  # matching would measure the judge. The translator sees B either way.
+  config.eval.judge_max_records = -1
   # pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or .npz): Inception scores too.
   config.eval.inception_weights = ""
   config.eval.kid_subset_size = 1000  # torch-fidelity's; capped at the sample counts

@@ -14,6 +14,7 @@ with different references), and class_match_a_to_b where both domains share labe
 import functools
 
 import jax
+import ml_collections
 import numpy as np
 from etils import epath
 
@@ -67,10 +68,26 @@ def modality_batches(config, mods: modalities_lib.Modalities):
       shard_index=0, shard_count=1))
 
 
+def judge_domain(config) -> ml_collections.ConfigDict:
+  """B's labelled images that the class-matching judge learns from: B itself, or
+  `eval.judge_max_records` of the labelled set that B is capped from."""
+  if config.eval.judge_max_records < 0:
+    return config.data.target
+  return ml_collections.ConfigDict({**config.data.target.to_dict(),
+                                    "max_records": config.eval.judge_max_records})
+
+
+def _judge_data(config) -> str:
+  records = config.eval.judge_max_records
+  if records < 0:
+    return "B's images"
+  return f"{records or 'all'} images of the labelled set B is capped from"
+
+
 def target_label_batches(config):
-  """B's labelled images: the data of the class-matching judge."""
+  """The class-matching judge's training data (`judge_domain`)."""
   return iter(pipeline.make_domain_dataset(
-      config.data.target, batch_size=config.eval.classifier_batch, seed=config.seed + 8,
+      judge_domain(config), batch_size=config.eval.classifier_batch, seed=config.seed + 8,
       shard_index=0, shard_count=1))
 
 
@@ -140,7 +157,7 @@ class Evaluator:
                    else "off: config.eval.classifier_steps = 0"),
         "inception": self.inception_weights or "off: no weights given",
         "class_match": (f"eval_target_classifier.msgpack ({self.num_labels} classes of B's "
-                        "labels)" if self.num_labels
+                        f"labels, learnt from {_judge_data(self.config)})" if self.num_labels
                         else "unavailable: the domains do not share labels"),
         "diversity": (f"{self.num_diversity_sources} sources x "
                       f"{self.num_diversity_references} references"),

@@ -14,7 +14,9 @@ import jdbw_tiny
 from balagan_jax import evaluate as balagan_evaluate
 from balagan_jax import train as balagan_train
 from balagan_tiny import tiny_config as balagan_tiny_config
+from configs import balagan_digits_demo
 from i2i_jax import errors
+from i2i_jax.data import domains, sources
 from i2i_jax.evaluation import evaluators, metrics
 from i2i_jax.training import writers
 from jdbw_jax import default_config as jdbw_default_config
@@ -184,3 +186,17 @@ def test_fill_missing_adds_new_fields_and_keeps_the_runs():
   filled = evaluators.fill_missing(ml_collections.ConfigDict(saved),
                                    jdbw_default_config.get_config())
   assert filled.eval.inception_weights == "" and filled.eval.classifier_steps == 7
+
+
+@pytest.mark.parametrize("judge_max_records, expected", [(-1, 200), (500, 500), (0, 2250)])
+def test_the_judge_learns_from_b_or_the_labelled_set_b_is_capped_from(judge_max_records,
+                                                                       expected):
+  """The demo's B is 200 of 2,250 labelled digits (train[50%:]); its translator sees
+  the 200 whatever the judge learns from."""
+  config = balagan_digits_demo.get_config()
+  config.eval.judge_max_records = judge_max_records
+  judge_data = domains.build_source(balagan_evaluate.judge_domain(config))
+  assert len(judge_data) == expected
+  assert len(domains.build_source(config.data.target)) == 200
+  labels = np.unique(sources.source_labels(judge_data))
+  np.testing.assert_array_equal(labels, np.arange(10))
