@@ -4,7 +4,6 @@ since the last checkpoint, and the re-runs continue the stage where it stopped. 
 final encoder, modalities and translator equal an uninterrupted run's bit for bit."""
 
 import logging
-import os
 import re
 import signal
 import sys
@@ -18,7 +17,7 @@ from etils import epath
 
 import cli_runs
 from balagan_jax import train
-from balagan_jax.modalities import ASSIGNMENT_FILE, Modalities
+from balagan_jax.modalities import Modalities, assignment_path
 from config_overrides import apply_overrides
 from configs import balagan_digits_demo
 
@@ -73,7 +72,7 @@ def _final_arrays(workdir) -> list[np.ndarray]:
     assert _saved_steps(directory)[-1] == steps
     with ocp.StandardCheckpointer() as checkpointer:
       leaves += jax.tree_util.tree_leaves(checkpointer.restore(directory / str(steps) / "state"))
-  mods = Modalities.load(workdir / "modalities" / ASSIGNMENT_FILE)
+  mods = Modalities.load(assignment_path(workdir))
   return [_key_data(leaf) for leaf in leaves] + [mods.source_labels, mods.target_labels]
 
 
@@ -96,7 +95,7 @@ def test_killed_in_each_stage_resumes_bit_identically(tmp_path, caplog, stage1_s
   encoder_kept, log = _kill(cmd, _ENCODER_LINE, int(rng.integers(4, 10)), stage1_signal,
                             workdir / "encoder" / "checkpoints")
   assert encoder_kept < ENCODER_STEPS
-  assert not os.path.exists(workdir / "modalities" / ASSIGNMENT_FILE)
+  assert not assignment_path(workdir).exists()
   assert not _TRANSLATION_LINE.search(log)
 
   kept, log = _kill(cmd, _TRANSLATION_LINE, int(rng.integers(4, 7)), stage2_signal,

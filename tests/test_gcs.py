@@ -142,9 +142,8 @@ def test_balagan_gs_workdir_resumes_after_sigkill_and_serves_evaluate_and_transl
   _kill_and_resume(gcs, "balagan_jax.main", "configs/balagan_digits_demo.py", config, workdir)
 
   straight = jax.device_get(balagan_train.train_and_evaluate(config, str(tmp_path / "local")))
-  mods = modalities.Modalities.load(workdir / "modalities" / modalities.ASSIGNMENT_FILE)
-  local_mods = modalities.Modalities.load(tmp_path / "local" / "modalities" /
-                                          modalities.ASSIGNMENT_FILE)
+  mods = modalities.Modalities.load(modalities.assignment_path(workdir))
+  local_mods = modalities.Modalities.load(modalities.assignment_path(tmp_path / "local"))
   np.testing.assert_array_equal(mods.source_labels, local_mods.source_labels)
   model = BalaGAN(config, modalities.num_training_modalities(config, mods), (32, 32, 3))
   resumed = checkpoint.restore_state(workdir, jax.eval_shape(model.init_state,

@@ -214,8 +214,7 @@ def run_variant(config, target_size: int, variant: str, workdir: str, sources: n
   start = time.perf_counter()
   train.train_and_evaluate(config, run_dir)
   train_s = time.perf_counter() - start
-  mods = modalities.Modalities.load(os.path.join(run_dir, "modalities",
-                                                 modalities.ASSIGNMENT_FILE))
+  mods = modalities.Modalities.load(modalities.assignment_path(run_dir))
   scores = real.score(translations(run_dir, sources, config.seed), "a_to_b")
   return {"seed": config.seed, "target_size": target_size, "variant": variant,
           "k": mods.k_source, "source_sizes": mods.summary()["source_sizes"], **scores,

@@ -189,9 +189,8 @@ class Checkpointer:
       # epath renames only into an existing folder: the note makes it one.
       note = aside.parent / "README.txt"
       if not note.exists():
-        aside.parent.mkdir(parents=True, exist_ok=True)
-        note.write_text("Checkpoint steps that failed to restore, moved here for "
-                        "inspection; the run's log says why.\n")
+        files.write_atomic(note, "Checkpoint steps that failed to restore, moved here for "
+                                 "inspection; the run's log says why.\n")
       step_dir.rename(aside)
     hosts.barrier(f"set aside {step}")  # every process reloads after the move
     self._manager.reload()
