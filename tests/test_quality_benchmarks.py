@@ -15,11 +15,14 @@ import pytest
 
 import balagan_tiny
 import jdbw_tiny
+from balagan_jax import train as balagan_train
+from i2i_jax.training import writers
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUALITY_DIR = os.path.join(REPO_ROOT, "benchmarks", "quality")
 sys.path.insert(0, QUALITY_DIR)  # The scripts import their `common` module by name.
 
+import balagan_judge_check  # noqa: E402
 import balagan_target_size  # noqa: E402
 import common  # noqa: E402
 import jdbw_batch_weight  # noqa: E402
@@ -230,3 +233,41 @@ def test_quick_run_prints_its_table(tmp_path, script, header):
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200, check=True).stdout
   assert header in out
   assert (tmp_path / common.RESULTS_FILE).exists()
+
+
+def test_judge_check_reproduces_the_runs_class_match_and_checks_the_judge(tmp_path):
+  config = tiny_balagan_config()
+  config.update_from_flattened_dict({"num_steps": 2, "eval_every": 2, "num_eval": 24,
+                                     "eval.batch_size": 12})
+  workdir = str(tmp_path / "run")
+  balagan_train.train_and_evaluate(config, workdir)
+  results, grid = balagan_judge_check.check(workdir, None, judge_seeds=2)
+
+  logged = writers.read_event_scalars(os.path.join(workdir, "tensorboard"))
+  assert results["class_match"] == pytest.approx(logged["eval/class_match_a_to_b"][-1][1])
+  # The run's judge was trained with seed config.seed = 0 on the same batches.
+  assert results["class_match_retrained_judges"]["values"][0] == results["class_match"]
+  per_class = results["per_source_class"].values()
+  assert sum(c["n"] for c in per_class) == 24
+  assert sum(c["n"] * c["class_match"] for c in per_class) == pytest.approx(
+      24 * results["class_match"])
+  assert all(sum(c["read_as"]) == c["n"] for c in per_class)
+  on_test = results["judge_on_500_test_digits_in_b_colours"]
+  assert set(on_test) == {"clean", "noise 0.1", "noise 0.2", "noise 0.3", "blur 0.5",
+                          "blur 0.8", "shift 1px", "shift 2px"}
+  assert all(0 <= v <= 1 for v in on_test.values())
+  # Rows: sources and outputs of the misread translations (a 2-step translator
+  # misreads many), each cell 32 px and a 2 px border.
+  shown = min(round(24 * (1 - results["class_match"])), balagan_judge_check.MISREAD_SHOWN)
+  assert shown and grid.shape == (2 * 34 + 2, shown * 34 + 2, 3)
+  json.dumps(results)
+
+
+def test_gaussian_blur_keeps_constants_and_spreads_a_point():
+  constant = np.full((1, 9, 9, 3), 0.3)
+  np.testing.assert_allclose(balagan_judge_check.gaussian_blur(constant, 0.8), constant)
+  point = np.zeros((1, 9, 9, 1))
+  point[0, 4, 4] = 1.0
+  blurred = balagan_judge_check.gaussian_blur(point, 0.8)
+  assert blurred.sum() == pytest.approx(1.0)
+  assert 0 < blurred[0, 4, 4, 0] < 1 and blurred[0, 4, 5, 0] == pytest.approx(blurred[0, 5, 4, 0])

@@ -152,22 +152,11 @@ def run_config(base, target_size: int, variant: str, run_dir: str):
   return config
 
 
-def source_like_domain(base, split: str, painted: bool):
-  """Digits of `split` with A's preprocessing; painted as B is when `painted`."""
-  domain = copy.deepcopy(base.data.source)
-  domain.split = split
-  domain.num_workers = 0  # evaluation-sized reads
-  if painted:
-    domain.colorize_foreground = base.data.target.colorize_foreground
-    domain.colorize_background = base.data.target.colorize_background
-  return domain
-
-
 def digit_style_batches(base, num_digits: int):
   """A's digits, half grey (label d) and half painted as B (label num_digits + d)."""
   half = base.eval.classifier_batch // 2
   streams = [iter(pipeline.make_domain_dataset(
-      source_like_domain(base, base.data.source.split, painted), batch_size=half,
+      common.source_like_domain(base, base.data.source.split, painted), batch_size=half,
       seed=base.seed + 20 + i, shard_index=0, shard_count=1))
              for i, painted in enumerate((False, True))]
   while True:
@@ -247,10 +236,10 @@ def run_benchmark(base, workdir: str, sizes=SIZES, seeds=(0,),
   shared.seed = SHARED_SEED
   spaces = evaluators.feature_spaces(
       feature_extractor(shared, os.path.join(workdir, "features")), inception_weights)
-  sources = all_images(source_like_domain(shared, HELD_OUT_SOURCE_SPLIT, painted=False),
+  sources = all_images(common.source_like_domain(shared, HELD_OUT_SOURCE_SPLIT, painted=False),
                        SHARED_SEED)
   real = evaluators.RealFeatures(
-      all_images(source_like_domain(shared, HELD_OUT_TARGET_SPLIT, painted=True), SHARED_SEED),
+      all_images(common.source_like_domain(shared, HELD_OUT_TARGET_SPLIT, painted=True), SHARED_SEED),
       spaces, kid_subset_size=base.eval.kid_subset_size, batch_size=base.eval.batch_size)
   # Scale anchors: untranslated sources, and real painted digits from B's range.
   real_b = copy.deepcopy(base.data.target)

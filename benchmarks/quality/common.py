@@ -1,6 +1,7 @@
 """What the quality benchmarks share: flags, presets, seeds, config files, result tables
-and JSON, and the mean ± std over seeds."""
+and JSON, the mean ± std over seeds, and the digit domains they score against."""
 
+import copy
 import importlib.util
 import json
 import os
@@ -154,3 +155,15 @@ def write_results(workdir: str, results: dict) -> str:
     json.dump(results, f, indent=2, sort_keys=True)
     f.write("\n")
   return path
+
+
+def source_like_domain(base: ml_collections.ConfigDict, split: str, painted: bool):
+  """Digits of `split` with A's preprocessing; painted as B is when `painted` (what a
+  perfect translation of them would look like)."""
+  domain = copy.deepcopy(base.data.source)
+  domain.split = split
+  domain.num_workers = 0  # evaluation-sized reads
+  if painted:
+    domain.colorize_foreground = base.data.target.colorize_foreground
+    domain.colorize_background = base.data.target.colorize_background
+  return domain
