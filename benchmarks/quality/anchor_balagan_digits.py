@@ -234,8 +234,9 @@ def ours_rows(workdir, data, judge, num_labels, steps):
   rows = {}
   for step in steps:
     row = {"ours_logged_class_match": logged.get(step)}
-    windows = [rec[s] for s in range(step - 40, step + 1, 10) if s in rec]
-    row["ours_g_rec"] = float(np.mean(windows)) if len(windows) == 5 else None
+    # Whatever log_every the run used: the values logged in (step - 50, step].
+    windows = [value for s, value in rec.items() if step - 50 < s <= step]
+    row["ours_g_rec"] = float(np.mean(windows)) if windows else None
     try:
       model, state = translate.load_model(workdir, step)
     except Exception as e:  # pylint: disable=broad-except
