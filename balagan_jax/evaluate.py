@@ -28,10 +28,21 @@ from i2i_jax.evaluation import metrics as metrics_lib
 from i2i_jax.training import cli
 
 
+# The class-matching judge, trained once per workdir (see Evaluator).
+JUDGE_FILE = "eval_target_classifier.msgpack"
+
+
 def sample_inputs(config, num: int):
   """Fixed sources from A and references from B for the (source, reference, output) grid."""
   return (pipeline.fixed_batch(config.data.source, num, seed=config.seed)["image"],
           pipeline.fixed_batch(config.data.target, num, seed=config.seed)["image"])
+
+
+def evaluation_pairs(config, num_eval: int) -> tuple[dict, dict]:
+  """The scored translations' fixed sources of A and references of B ({"image",
+  "label"} each): the same for every evaluation of a run."""
+  return (pipeline.fixed_batch(config.data.source, num_eval, seed=config.seed + 11),
+          pipeline.fixed_batch(config.data.target, num_eval, seed=config.seed + 12))
 
 
 def make_sampler(model: BalaGAN):
@@ -126,9 +137,8 @@ class Evaluator:
     self.sample = make_sampler(model)
     self.num_modalities = mods.num_modalities
     self.inception_weights = inception_weights
-    self.sources = pipeline.fixed_batch(config.data.source, num_eval, seed=config.seed + 11)
-    self.references = pipeline.fixed_batch(config.data.target, num_eval,
-                                           seed=config.seed + 12)["image"]
+    self.sources, references = evaluation_pairs(config, num_eval)
+    self.references = references["image"]
     self.real = pipeline.fixed_batch(config.data.target, num_eval, seed=config.seed + 13)
     domain = None
     if ev.classifier_steps:
@@ -143,7 +153,7 @@ class Evaluator:
     self.num_labels = shared_label_classes(config) if ev.classifier_steps else 0
     if self.num_labels:
       self.judge = evaluators.cached_classifier(
-          epath.Path(workdir) / "eval_target_classifier.msgpack",
+          epath.Path(workdir) / JUDGE_FILE,
           functools.partial(target_label_batches, config), self.num_labels, model.image_shape,
           steps=ev.classifier_steps, seed=config.seed)
     self.num_diversity_sources = min(ev.diversity_sources, num_eval)
@@ -156,7 +166,7 @@ class Evaluator:
                    "modalities of both domains)" if "domain" in self.real_features.spaces
                    else "off: config.eval.classifier_steps = 0"),
         "inception": self.inception_weights or "off: no weights given",
-        "class_match": (f"eval_target_classifier.msgpack ({self.num_labels} classes of B's "
+        "class_match": (f"{JUDGE_FILE} ({self.num_labels} classes of B's "
                         f"labels, learnt from {_judge_data(self.config)})" if self.num_labels
                         else "unavailable: the domains do not share labels"),
         "diversity": (f"{self.num_diversity_sources} sources x "

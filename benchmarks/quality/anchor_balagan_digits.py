@@ -82,8 +82,7 @@ def export(args):
   src, tgt = config.data.source, config.data.target
   a = pipeline.fixed_batch(src, len(domains.domain_source(src)), seed=config.seed)
   b = pipeline.fixed_batch(tgt, len(domains.domain_source(tgt)), seed=config.seed)
-  sources = pipeline.fixed_batch(src, config.num_eval, seed=config.seed + 11)
-  references = pipeline.fixed_batch(tgt, config.num_eval, seed=config.seed + 12)
+  sources, references = evaluate.evaluation_pairs(config, config.num_eval)
   grid_x, grid_y = evaluate.sample_inputs(config, config.num_samples)
   pathlib.Path(args.data).parent.mkdir(parents=True, exist_ok=True)
   np.savez_compressed(
@@ -266,9 +265,9 @@ def score(args):
   shape = data["eval_sources"].shape[1:]
   judge_path = args.judge
   if not judge_path:
-    judge_path = os.path.join(args.ours, "eval_target_classifier.msgpack") if args.ours else ""
+    judge_path = os.path.join(args.ours, evaluate_lib.JUDGE_FILE) if args.ours else ""
     if not (judge_path and os.path.exists(judge_path)):
-      judge_path = os.path.join(os.path.dirname(args.data), "eval_target_classifier.msgpack")
+      judge_path = os.path.join(os.path.dirname(args.data), evaluate_lib.JUDGE_FILE)
   judge = evaluators.cached_classifier(
       judge_path, lambda: evaluate_lib.target_label_batches(config), num_labels, shape,
       steps=config.eval.classifier_steps, seed=config.seed)

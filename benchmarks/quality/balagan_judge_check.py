@@ -91,7 +91,7 @@ def check(workdir: str, step: int | None,
   num_labels = evaluate.shared_label_classes(config)
   if not num_labels:
     raise app.UsageError(f"{workdir}: the domains do not share labels; nothing to judge")
-  judge_path = epath.Path(workdir) / "eval_target_classifier.msgpack"
+  judge_path = epath.Path(workdir) / evaluate.JUDGE_FILE
   if not judge_path.exists():
     raise app.UsageError(f"{judge_path} is missing: evaluate the run once first")
   judge = classifier.load_params(judge_path, num_labels, model.image_shape)
@@ -99,19 +99,16 @@ def check(workdir: str, step: int | None,
   train_judge = lambda batches, seed: classifier.train_classifier(
       batches, num_labels, model.image_shape, steps=config.eval.classifier_steps, seed=seed)
 
-  # The evaluation's own sources and references (balagan_jax.evaluate.Evaluator).
-  sources = pipeline.fixed_batch(config.data.source, num_eval, seed=config.seed + 11)
-  references = pipeline.fixed_batch(config.data.target, num_eval, seed=config.seed + 12)
+  sources, references = evaluate.evaluation_pairs(config, num_eval)
   labels = sources["label"]
+  sample = evaluate.make_sampler(model)
 
-  translate_fn = jax.jit(model.translate)
-
-  def translations(generator_params):
-    return evaluators.in_batches(lambda x, y: translate_fn(generator_params, x, y),
+  def translations(generator_state):
+    return evaluators.in_batches(lambda x, y: sample(generator_state, x, y),
                                  (sources["image"], references["image"]),
                                  config.eval.batch_size)[0]
 
-  outputs = translations(state.g_ema)
+  outputs = translations(state)
   readings = read(judge, outputs)
   class_match = lambda params: float(np.mean(read(params, outputs) == labels))
   differ = labels != references["label"]
@@ -139,8 +136,8 @@ def check(workdir: str, step: int | None,
   results = {
       "workdir": workdir, "step": int(state.step), "num_eval": num_eval,
       "class_match": float(np.mean(readings == labels)),
-      "class_match_raw_generator": float(np.mean(read(judge, translations(state.g.params))
-                                                 == labels)),
+      "class_match_raw_generator": float(np.mean(
+          read(judge, translations(state.replace(g_ema=state.g.params))) == labels)),
       "per_source_class": per_class,
       "reference_leak": float(np.mean(readings[differ] == references["label"][differ])),
       "class_match_retrained_judges": common.mean_std(retrained) | {"values": retrained},

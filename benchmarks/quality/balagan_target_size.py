@@ -239,7 +239,8 @@ def run_benchmark(base, workdir: str, sizes=SIZES, seeds=(0,),
   sources = all_images(common.source_like_domain(shared, HELD_OUT_SOURCE_SPLIT, painted=False),
                        SHARED_SEED)
   real = evaluators.RealFeatures(
-      all_images(common.source_like_domain(shared, HELD_OUT_TARGET_SPLIT, painted=True), SHARED_SEED),
+      all_images(common.source_like_domain(shared, HELD_OUT_TARGET_SPLIT, painted=True),
+                 SHARED_SEED),
       spaces, kid_subset_size=base.eval.kid_subset_size, batch_size=base.eval.batch_size)
   # Scale anchors: untranslated sources, and real painted digits from B's range.
   real_b = copy.deepcopy(base.data.target)
