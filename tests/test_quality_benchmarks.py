@@ -16,12 +16,14 @@ import pytest
 import balagan_tiny
 import jdbw_tiny
 from balagan_jax import train as balagan_train
+from i2i_jax.data import domains, pipeline, sources
 from i2i_jax.training import writers
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUALITY_DIR = os.path.join(REPO_ROOT, "benchmarks", "quality")
 sys.path.insert(0, QUALITY_DIR)  # The scripts import their `common` module by name.
 
+import balagan_class_match  # noqa: E402
 import balagan_judge_check  # noqa: E402
 import balagan_target_size  # noqa: E402
 import common  # noqa: E402
@@ -235,12 +237,19 @@ def test_quick_run_prints_its_table(tmp_path, script, header):
   assert (tmp_path / common.RESULTS_FILE).exists()
 
 
-def test_judge_check_reproduces_the_runs_class_match_and_checks_the_judge(tmp_path):
+@pytest.fixture(scope="module")
+def judged_balagan_run(tmp_path_factory):
+  """A 2-step tiny BalaGAN run on the demo's digits, evaluated once (its judge saved)."""
   config = tiny_balagan_config()
   config.update_from_flattened_dict({"num_steps": 2, "eval_every": 2, "num_eval": 24,
                                      "eval.batch_size": 12})
-  workdir = str(tmp_path / "run")
+  workdir = str(tmp_path_factory.mktemp("judged") / "run")
   balagan_train.train_and_evaluate(config, workdir)
+  return config, workdir
+
+
+def test_judge_check_reproduces_the_runs_class_match_and_checks_the_judge(judged_balagan_run):
+  _, workdir = judged_balagan_run
   results, grid = balagan_judge_check.check(workdir, None, judge_seeds=2)
 
   logged = writers.read_event_scalars(os.path.join(workdir, "tensorboard"))
@@ -261,6 +270,22 @@ def test_judge_check_reproduces_the_runs_class_match_and_checks_the_judge(tmp_pa
   shown = min(round(24 * (1 - results["class_match"])), balagan_judge_check.MISREAD_SHOWN)
   assert shown and grid.shape == (2 * 34 + 2, shown * 34 + 2, 3)
   json.dumps(results)
+
+
+def test_class_match_over_all_sources_reads_every_image_of_a_once(judged_balagan_run):
+  config, workdir = judged_balagan_run
+  source = domains.domain_source(config.data.source)
+  order = pipeline.fixed_batch(config.data.source, len(source),
+                               seed=balagan_class_match.SOURCE_SEED)
+  np.testing.assert_array_equal(np.bincount(order["label"], minlength=10),
+                                np.bincount(sources.source_labels(source), minlength=10))
+
+  result = balagan_class_match.class_match_all_sources(workdir, None, reference_draws=2)
+  assert result["num_sources"] == len(source) == 200 and result["step"] == 2
+  per_draw = result["class_match_per_draw"]
+  assert len(per_draw) == 2 and all(0 <= v <= 1 for v in per_draw)
+  assert all(v * 200 == pytest.approx(round(v * 200)) for v in per_draw)  # of 200 images
+  assert result["class_match"] == pytest.approx(np.mean(per_draw))
 
 
 def test_gaussian_blur_keeps_constants_and_spreads_a_point():

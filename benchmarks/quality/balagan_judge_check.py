@@ -80,10 +80,9 @@ def perturbations(x: np.ndarray, seed: int) -> dict[str, np.ndarray]:
   return {name: np.clip(v, -1, 1).astype(np.float32) for name, v in out.items()}
 
 
-def check(workdir: str, step: int | None,
-          judge_seeds: int) -> tuple[dict, np.ndarray | None]:
-  """The checks of the module docstring on `workdir`'s checkpoint `step` (None: the
-  latest). Returns what judge_check.json holds and the misread grid (None if none)."""
+def load_judged_run(workdir: str, step: int | None):
+  """(model, state, config, num_eval, judge, read) of `workdir`'s checkpoint `step`
+  (None: the latest), where `read(params, images)` gives a judge's digit readings."""
   model, state = translate.load_model(workdir, step or 0)
   config, _, num_eval = evaluators.run_settings(
       model.config, default_config.get_config(), "", None, workdir=workdir,
@@ -96,6 +95,15 @@ def check(workdir: str, step: int | None,
     raise app.UsageError(f"{judge_path} is missing: evaluate the run once first")
   judge = classifier.load_params(judge_path, num_labels, model.image_shape)
   read = lambda params, x: classifier.predict(params, x, num_labels)
+  return model, state, config, num_eval, judge, read
+
+
+def check(workdir: str, step: int | None,
+          judge_seeds: int) -> tuple[dict, np.ndarray | None]:
+  """The checks of the module docstring on `workdir`'s checkpoint `step` (None: the
+  latest). Returns what judge_check.json holds and the misread grid (None if none)."""
+  model, state, config, num_eval, judge, read = load_judged_run(workdir, step)
+  num_labels = evaluate.shared_label_classes(config)
   train_judge = lambda batches, seed: classifier.train_classifier(
       batches, num_labels, model.image_shape, steps=config.eval.classifier_steps, seed=seed)
 
