@@ -38,10 +38,16 @@ def sample_inputs(config, num: int):
           pipeline.fixed_batch(config.data.target, num, seed=config.seed)["image"])
 
 
+def evaluation_sources(config, num_eval: int, domain=None) -> dict:
+  """The scored translations' fixed sources of A ({"image", "label"}). `domain`, A's
+  records with other preprocessing (A painted as B), draws the same records."""
+  return pipeline.fixed_batch(domain or config.data.source, num_eval, seed=config.seed + 11)
+
+
 def evaluation_pairs(config, num_eval: int) -> tuple[dict, dict]:
   """The scored translations' fixed sources of A and references of B ({"image",
   "label"} each): the same for every evaluation of a run."""
-  return (pipeline.fixed_batch(config.data.source, num_eval, seed=config.seed + 11),
+  return (evaluation_sources(config, num_eval),
           pipeline.fixed_batch(config.data.target, num_eval, seed=config.seed + 12))
 
 

@@ -16,7 +16,7 @@ import pytest
 import balagan_tiny
 import jdbw_tiny
 from balagan_jax import train as balagan_train
-from i2i_jax.data import domains, pipeline, sources
+from i2i_jax.data import domains, sources
 from i2i_jax.training import writers
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -275,8 +275,7 @@ def test_judge_check_reproduces_the_runs_class_match_and_checks_the_judge(judged
 def test_class_match_over_all_sources_reads_every_image_of_a_once(judged_balagan_run):
   config, workdir = judged_balagan_run
   source = domains.domain_source(config.data.source)
-  order = pipeline.fixed_batch(config.data.source, len(source),
-                               seed=balagan_class_match.SOURCE_SEED)
+  order = common.every_record(config.data.source, balagan_class_match.SOURCE_SEED)
   np.testing.assert_array_equal(np.bincount(order["label"], minlength=10),
                                 np.bincount(sources.source_labels(source), minlength=10))
 

@@ -77,11 +77,10 @@ def export(args):
   and the sources/references our Evaluator and sample grid pick, so both sides are
   judged on the same 300 translations."""
   from balagan_jax import evaluate  # pylint: disable=import-outside-toplevel
-  from i2i_jax.data import domains, pipeline  # pylint: disable=import-outside-toplevel
   config = demo_config()
-  src, tgt = config.data.source, config.data.target
-  a = pipeline.fixed_batch(src, len(domains.domain_source(src)), seed=config.seed)
-  b = pipeline.fixed_batch(tgt, len(domains.domain_source(tgt)), seed=config.seed)
+  import common  # pylint: disable=import-outside-toplevel  (on the path: demo_config)
+  a = common.every_record(config.data.source, config.seed)
+  b = common.every_record(config.data.target, config.seed)
   sources, references = evaluate.evaluation_pairs(config, config.num_eval)
   grid_x, grid_y = evaluate.sample_inputs(config, config.num_samples)
   pathlib.Path(args.data).parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from absl import app, flags
 import common
 from balagan_jax import evaluate
 from i2i_jax import files
-from i2i_jax.data import domains, pipeline
+from i2i_jax.data import pipeline
 from i2i_jax.evaluation import evaluators
 from balagan_judge_check import load_judged_run
 
@@ -31,19 +31,20 @@ REFERENCE_SEED = 200
 def class_match_all_sources(workdir: str, step: int | None, reference_draws: int) -> dict:
   """Class match of `workdir`'s EMA generator over every image of A, one value per
   draw of B references."""
-  model, state, config, _, judge, read = load_judged_run(workdir, step)
-  num_sources = len(domains.domain_source(config.data.source))
-  sources = pipeline.fixed_batch(config.data.source, num_sources, seed=SOURCE_SEED)
-  sample = evaluate.make_sampler(model)
+  run = load_judged_run(workdir, step)
+  config = run.config
+  sources = common.every_record(config.data.source, SOURCE_SEED)
+  num_sources = len(sources["label"])
+  sample = evaluate.make_sampler(run.model)
   per_draw = []
   for draw in range(reference_draws):
     references = pipeline.fixed_batch(config.data.target, num_sources,
                                       seed=REFERENCE_SEED + draw)
-    outputs = evaluators.in_batches(lambda x, y: sample(state, x, y),
+    outputs = evaluators.in_batches(lambda x, y: sample(run.state, x, y),
                                     (sources["image"], references["image"]),
                                     config.eval.batch_size)[0]
-    per_draw.append(float(np.mean(read(judge, outputs) == sources["label"])))
-  return {"workdir": workdir, "step": int(state.step), "num_sources": num_sources,
+    per_draw.append(float(np.mean(run.read(run.judge, outputs) == sources["label"])))
+  return {"workdir": workdir, "step": int(run.state.step), "num_sources": num_sources,
           "class_match_per_draw": per_draw, "class_match": float(np.mean(per_draw))}
 
 

@@ -22,10 +22,13 @@ Writes OUTPUT/judge_check.json and OUTPUT/misread.png (rows: source, output, for
 first misread translations); OUTPUT defaults to WORKDIR/judge_check.
 """
 
+import dataclasses
 import json
 import os
+from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 from absl import app, flags
 from etils import epath
@@ -33,7 +36,6 @@ from etils import epath
 import common
 from balagan_jax import augment, default_config, evaluate, translate
 from i2i_jax import files, images
-from i2i_jax.data import domains, pipeline
 from i2i_jax.evaluation import classifier, evaluators
 
 FLAGS = flags.FLAGS
@@ -80,9 +82,23 @@ def perturbations(x: np.ndarray, seed: int) -> dict[str, np.ndarray]:
   return {name: np.clip(v, -1, 1).astype(np.float32) for name, v in out.items()}
 
 
-def load_judged_run(workdir: str, step: int | None):
-  """(model, state, config, num_eval, judge, read) of `workdir`'s checkpoint `step`
-  (None: the latest), where `read(params, images)` gives a judge's digit readings."""
+@dataclasses.dataclass(frozen=True)
+class JudgedRun:
+  """A run's checkpoint with the settings it was evaluated with and its judge."""
+  model: Any
+  state: Any
+  config: ml_collections.ConfigDict
+  num_eval: int
+  judge: Any
+  num_labels: int
+
+  def read(self, params, x: np.ndarray) -> np.ndarray:
+    """The digits that a judge with `params` reads in images `x`."""
+    return classifier.predict(params, x, self.num_labels)
+
+
+def load_judged_run(workdir: str, step: int | None) -> JudgedRun:
+  """`workdir`'s checkpoint `step` (None: the latest) and the judge it was scored by."""
   model, state = translate.load_model(workdir, step or 0)
   config, _, num_eval = evaluators.run_settings(
       model.config, default_config.get_config(), "", None, workdir=workdir,
@@ -94,16 +110,17 @@ def load_judged_run(workdir: str, step: int | None):
   if not judge_path.exists():
     raise app.UsageError(f"{judge_path} is missing: evaluate the run once first")
   judge = classifier.load_params(judge_path, num_labels, model.image_shape)
-  read = lambda params, x: classifier.predict(params, x, num_labels)
-  return model, state, config, num_eval, judge, read
+  return JudgedRun(model, state, config, num_eval, judge, num_labels)
 
 
 def check(workdir: str, step: int | None,
           judge_seeds: int) -> tuple[dict, np.ndarray | None]:
   """The checks of the module docstring on `workdir`'s checkpoint `step` (None: the
   latest). Returns what judge_check.json holds and the misread grid (None if none)."""
-  model, state, config, num_eval, judge, read = load_judged_run(workdir, step)
-  num_labels = evaluate.shared_label_classes(config)
+  run = load_judged_run(workdir, step)
+  model, state, config, num_eval, judge, num_labels = (
+      run.model, run.state, run.config, run.num_eval, run.judge, run.num_labels)
+  read = run.read
   train_judge = lambda batches, seed: classifier.train_classifier(
       batches, num_labels, model.image_shape, steps=config.eval.classifier_steps, seed=seed)
 
@@ -131,10 +148,9 @@ def check(workdir: str, step: int | None,
 
   held_out = common.source_like_domain(config, HELD_OUT_SPLIT, painted=True)
   held_out.max_records = 0  # all of them, whatever caps A
-  test = pipeline.fixed_batch(held_out, len(domains.domain_source(held_out)), seed=0)
-  perfect = pipeline.fixed_batch(
-      common.source_like_domain(config, config.data.source.split, painted=True), num_eval,
-      seed=config.seed + 11)
+  test = common.every_record(held_out, seed=0)
+  painted_a = common.source_like_domain(config, config.data.source.split, painted=True)
+  perfect = evaluate.evaluation_sources(config, num_eval, painted_a)
   if not np.array_equal(perfect["label"], labels):
     raise RuntimeError("painting A's digits changed which ones the fixed batch draws")
   colour_blind = train_judge(

@@ -177,17 +177,11 @@ def feature_extractor(base, directory: str) -> metrics.FeatureExtractor:
   return metrics.domain_feature_extractor(params, 2 * num_digits)
 
 
-def all_images(domain, seed: int) -> np.ndarray:
-  """Every image of `domain` once, with evaluation preprocessing."""
-  return pipeline.fixed_batch(domain, len(domains.domain_source(domain)),
-                              seed=seed)["image"]
-
-
 def translations(run_dir: str, sources: np.ndarray, seed: int) -> np.ndarray:
   """A -> B of `sources` by the run's EMA generator, each with a random reference of
   the run's own B (all the target data it had)."""
   model, state = translate.load_model(run_dir)
-  references = all_images(model.config.data.target, seed)
+  references = common.every_record(model.config.data.target, seed)["image"]
   pick = np.random.default_rng(seed).integers(0, len(references), len(sources))
   out, = evaluators.in_batches(functools.partial(evaluate.make_sampler(model), state),
                                (sources, references[pick]), model.config.eval.batch_size)
@@ -236,11 +230,12 @@ def run_benchmark(base, workdir: str, sizes=SIZES, seeds=(0,),
   shared.seed = SHARED_SEED
   spaces = evaluators.feature_spaces(
       feature_extractor(shared, os.path.join(workdir, "features")), inception_weights)
-  sources = all_images(common.source_like_domain(shared, HELD_OUT_SOURCE_SPLIT, painted=False),
-                       SHARED_SEED)
+  sources = common.every_record(
+      common.source_like_domain(shared, HELD_OUT_SOURCE_SPLIT, painted=False),
+      SHARED_SEED)["image"]
   real = evaluators.RealFeatures(
-      all_images(common.source_like_domain(shared, HELD_OUT_TARGET_SPLIT, painted=True),
-                 SHARED_SEED),
+      common.every_record(common.source_like_domain(shared, HELD_OUT_TARGET_SPLIT,
+                                                    painted=True), SHARED_SEED)["image"],
       spaces, kid_subset_size=base.eval.kid_subset_size, batch_size=base.eval.batch_size)
   # Scale anchors: untranslated sources, and real painted digits from B's range.
   real_b = copy.deepcopy(base.data.target)

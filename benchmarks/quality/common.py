@@ -15,6 +15,8 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
+from i2i_jax.data import domains, pipeline
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 RESULTS_FILE = "results.json"
 # cpu: meant to run a whole table on two CPU cores within an hour, long enough to show
@@ -155,6 +157,12 @@ def write_results(workdir: str, results: dict) -> str:
     json.dump(results, f, indent=2, sort_keys=True)
     f.write("\n")
   return path
+
+
+def every_record(domain: ml_collections.ConfigDict, seed: int) -> dict[str, np.ndarray]:
+  """Every record of `domain` once ({"image", "label"}), with evaluation preprocessing,
+  in an order fixed by `seed`."""
+  return pipeline.fixed_batch(domain, len(domains.domain_source(domain)), seed=seed)
 
 
 def source_like_domain(base: ml_collections.ConfigDict, split: str, painted: bool):
